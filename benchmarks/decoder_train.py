@@ -1,0 +1,104 @@
+"""Forward+backward tokens/s of the `small` decoder vs transformers (torch, CPU), and MFU.
+
+    python -m benchmarks.decoder_train [--batch 8 --seq 256 --repeats 5]
+
+Both sides compute the same thing: logits of the same Llama shape, mean next-token cross-entropy,
+and gradients of every parameter. MFU counts 6 x (matmul params) + 12 x layers x d_model x seq
+FLOPs per token (forward+backward), against the float32 matmul peak measured here.
+"""
+import argparse
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks import common
+from consensus_jax.models import config as config_lib
+from consensus_jax.models import decoder, params as params_lib
+
+
+def train_flops_per_token(cfg: config_lib.DecoderConfig, seq: int) -> float:
+  matmul_params = params_lib.count_params(cfg) - cfg.vocab_size * cfg.d_model * (
+      0 if cfg.tie_embeddings else 1)  # The embedding lookup is a gather, not a matmul.
+  attention = 12 * cfg.num_layers * cfg.num_heads * cfg.resolved_head_dim * seq
+  return 6.0 * matmul_params + attention
+
+
+def jax_step(cfg, batch, seq, repeats):
+  model = decoder.Decoder(cfg)
+  params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 8), jnp.int32))["params"])(
+      jax.random.key(0))
+  params = jax.tree_util.tree_map(lambda x: x.value if hasattr(x, "value") else x, params,
+                                  is_leaf=lambda x: hasattr(x, "value"))
+  tokens = jnp.asarray(np.random.RandomState(1).randint(0, cfg.vocab_size, (batch, seq + 1)))
+
+  def loss_fn(p, tokens_BL1):
+    logits = model.apply({"params": p}, tokens_BL1[:, :-1])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BL1[:, 1:]).mean()
+
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn))
+  run = lambda: jax.block_until_ready(grad_fn(params, tokens))
+  return common.median_seconds(run, repeats)
+
+
+def torch_step(cfg, batch, seq, repeats):
+  import torch
+  import transformers
+
+  torch.manual_seed(0)
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.mlp_dim,
+      num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+      num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_seq_len,
+      tie_word_embeddings=cfg.tie_embeddings)
+  model = transformers.LlamaForCausalLM(hf_cfg).train()
+  tokens = torch.from_numpy(np.random.RandomState(1).randint(0, cfg.vocab_size, (batch, seq + 1)))
+
+  def run():
+    model.zero_grad(set_to_none=True)
+    logits = model(tokens[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size),
+                                             tokens[:, 1:].reshape(-1))
+    loss.backward()
+
+  return common.median_seconds(run, repeats)
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--gin_file", default="gin_configs/models/small.gin")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--threads", type=int, default=os.cpu_count())
+  args = parser.parse_args()
+
+  import torch
+  torch.set_num_threads(args.threads)
+  gin.parse_config_file(args.gin_file)
+  cfg = config_lib.DecoderConfig()
+  tokens = args.batch * args.seq
+  peak = common.matmul_peak_gflops()
+  peak_gflops = max(peak.values())
+  flops = train_flops_per_token(cfg, args.seq) * tokens
+
+  jax_s, jax_all = jax_step(cfg, args.batch, args.seq, args.repeats)
+  torch_s, torch_all = torch_step(cfg, args.batch, args.seq, args.repeats)
+  print(f"model {args.gin_file}: {params_lib.count_params(cfg) / 1e6:.1f}M params, "
+        f"batch {args.batch} x seq {args.seq}, {args.repeats} timed runs each, "
+        f"{common.machine_load()}")
+  print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s")
+  for name, seconds, runs in (("consensus_jax", jax_s, jax_all), ("torch", torch_s, torch_all)):
+    mfu = flops / seconds / 1e9 / peak_gflops
+    print(f"{name:14s} fwd+bwd {tokens / seconds:8.0f} tokens/s  MFU {mfu:6.1%}  "
+          f"(median {seconds:.3f}s of {', '.join(f'{t:.3f}' for t in runs)})")
+  print(f"ratio consensus_jax / torch tokens/s: {torch_s / jax_s:.2f}x")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,143 @@
+"""seqio Tasks and Mixtures for SFT and reward modelling, registered by register_tasks().
+
+Tasks (their splits are the evaluation sets too):
+  consensus_sft_synthetic          inputs, targets                    train / iid_test / ood_test
+  consensus_rm_synthetic_ratings   inputs, targets, label, weight     train / iid_test / ood_test
+  consensus_rm_synthetic_pairwise  inputs, chosen, rejected,
+                                   chosen_label, rejected_label       train / iid_test / ood_test
+  consensus_rm_polis               inputs, targets, label, weight     train / heldout_participants
+                                                                      / validation
+Mixtures:
+  consensus_rm_pointwise           synthetic ratings + Polis votes (splits shared by both: train)
+
+Use with feature_converters: SFTFeatureConverter, RMFeatureConverter,
+PairwiseRMFeatureConverter. "inputs" is the prompt or the RM's member prefix (no EOS);
+"targets" / "chosen" / "rejected" end with EOS, and the RM score is read at that EOS. The
+rounds come from JSONL files (<dir>/<split>.jsonl, records.py) or any callable split -> rounds,
+e.g. tfds_deliberation.rounds_from_tfds.
+"""
+import os
+import pathlib
+from collections.abc import Callable, Iterable, Sequence
+
+import seqio
+import tensorflow as tf
+
+from consensus_jax.data import examples as examples_lib
+from consensus_jax.data import polis
+from consensus_jax.data import prompts
+from consensus_jax.data import question_bank
+from consensus_jax.data import records
+
+SFT_TASK = "consensus_sft_synthetic"
+RM_RATINGS_TASK = "consensus_rm_synthetic_ratings"
+RM_PAIRWISE_TASK = "consensus_rm_synthetic_pairwise"
+RM_POLIS_TASK = "consensus_rm_polis"
+RM_POINTWISE_MIXTURE = "consensus_rm_pointwise"
+SYNTHETIC_SPLITS = question_bank.SPLITS
+POLIS_SPLITS = ("train", "heldout_participants", "validation")
+
+RoundsFn = Callable[[str], Iterable[records.Round]]
+_TEXT = tf.TensorSpec([], tf.string)
+_SCALAR = tf.TensorSpec([], tf.float32)
+
+
+def jsonl_rounds(data_dir: str | os.PathLike) -> RoundsFn:
+  """split -> the rounds in <data_dir>/<split>.jsonl, read lazily."""
+  data_dir = pathlib.Path(data_dir)
+  return lambda split: records.iter_jsonl(data_dir / f"{split}.jsonl")
+
+
+def rm_suffix_ids(vocabulary: seqio.Vocabulary, candidate: str) -> list[int]:
+  """The candidate's token ids exactly as the RM tasks produce them (suffix + EOS)."""
+  return list(vocabulary.encode(prompts.rm_suffix(candidate))) + [vocabulary.eos_id]
+
+
+def rm_prefix_ids(vocabulary: seqio.Vocabulary, prefix_text: str) -> list[int]:
+  return list(vocabulary.encode(prefix_text))
+
+
+def tokenize_text_features(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
+  """Encodes the string output features; float features (labels, weights) pass through."""
+  def encode(example):
+    encoded = dict(example)
+    for key, feature in output_features.items():
+      if key in example and example[key].dtype == tf.string:
+        encoded[key] = feature.vocabulary.encode_tf(example[key])
+    return encoded
+  return dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _source(make_examples: Callable[[str], Iterable[dict]], signature: dict[str, tf.TensorSpec],
+            splits: Sequence[str]) -> seqio.FunctionDataSource:
+  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+    del shuffle_files, seed  # one file per split; seqio shuffles examples downstream
+    return tf.data.Dataset.from_generator(
+        lambda: ({k: example[k] for k in signature} for example in make_examples(split)),
+        output_signature=signature)
+  return seqio.FunctionDataSource(dataset_fn, splits=tuple(splits))
+
+
+def _output_features(vocabulary: seqio.Vocabulary, prompt: str, texts_with_eos: Sequence[str],
+                     scalars: Sequence[str]) -> dict[str, seqio.Feature]:
+  features = {prompt: seqio.Feature(vocabulary, add_eos=False)}
+  features.update({k: seqio.Feature(vocabulary, add_eos=True) for k in texts_with_eos})
+  features.update({k: seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False,
+                                    dtype=tf.float32, rank=0) for k in scalars})
+  return features
+
+
+def _add_task(name: str, source: seqio.DataSource, output_features) -> None:
+  seqio.TaskRegistry.remove(name)
+  seqio.TaskRegistry.add(
+      name, source=source, output_features=output_features,
+      preprocessors=[tokenize_text_features, seqio.preprocessors.append_eos_after_trim])
+
+
+def _polis_conversations(polis_dir: pathlib.Path, split: str) -> Iterable[polis.Conversation]:
+  names = polis.VALIDATION_CONVERSATIONS if split == "validation" else polis.TRAIN_CONVERSATIONS
+  for name in names:
+    if (polis_dir / name).is_dir():
+      yield polis.load_conversation(polis_dir / name)
+
+
+def register_tasks(rounds: str | os.PathLike | RoundsFn, vocabulary: seqio.Vocabulary, *,
+                   polis_dir: str | os.PathLike | None = None, polis_pass_weight: float = 0.0,
+                   polis_heldout_fraction: float = 0.2, pairs_per_member: int = 8,
+                   splits: Sequence[str] = SYNTHETIC_SPLITS, seed: int = 0) -> list[str]:
+  """(Re-)registers every task and mixture; calling again replaces them. Returns the names.
+
+  rounds: a directory of <split>.jsonl files, or a callable split -> rounds.
+  polis_dir: the Polis conversations; None skips the Polis task and the pointwise mixture.
+  """
+  rounds_fn = rounds if callable(rounds) else jsonl_rounds(rounds)
+  _add_task(SFT_TASK, _source(lambda split: examples_lib.sft_examples(rounds_fn(split)),
+                              {"inputs": _TEXT, "targets": _TEXT}, splits),
+            _output_features(vocabulary, "inputs", ["targets"], []))
+  pointwise_signature = {"inputs": _TEXT, "targets": _TEXT, "label": _SCALAR, "weight": _SCALAR}
+  pointwise_features = _output_features(vocabulary, "inputs", ["targets"], ["label", "weight"])
+  _add_task(RM_RATINGS_TASK,
+            _source(lambda split: examples_lib.rating_examples(rounds_fn(split)),
+                    pointwise_signature, splits), pointwise_features)
+  _add_task(RM_PAIRWISE_TASK,
+            _source(lambda split: examples_lib.pairwise_examples(
+                rounds_fn(split), pairs_per_member, seed),
+                    {"inputs": _TEXT, "chosen": _TEXT, "rejected": _TEXT,
+                     "chosen_label": _SCALAR, "rejected_label": _SCALAR}, splits),
+            _output_features(vocabulary, "inputs", ["chosen", "rejected"],
+                             ["chosen_label", "rejected_label"]))
+  names = [SFT_TASK, RM_RATINGS_TASK, RM_PAIRWISE_TASK]
+  seqio.MixtureRegistry.remove(RM_POINTWISE_MIXTURE)
+  if polis_dir is None:
+    seqio.TaskRegistry.remove(RM_POLIS_TASK)
+    return names
+
+  polis_dir = pathlib.Path(polis_dir)
+  participant_split = {"train": "train", "heldout_participants": "heldout", "validation": "all"}
+  _add_task(RM_POLIS_TASK,
+            _source(lambda split: examples_lib.polis_vote_text_examples(
+                _polis_conversations(polis_dir, split), participant_split[split],
+                polis_heldout_fraction, polis_pass_weight, seed),
+                    pointwise_signature, POLIS_SPLITS), pointwise_features)
+  seqio.MixtureRegistry.add(RM_POINTWISE_MIXTURE, [(RM_RATINGS_TASK, 1.0), (RM_POLIS_TASK, 1.0)])
+  return names + [RM_POLIS_TASK, RM_POINTWISE_MIXTURE]

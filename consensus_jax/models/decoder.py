@@ -1,0 +1,94 @@
+"""Llama-family decoder LM: embed -> N x (pre-norm attention, pre-norm MLP) -> norm -> logits.
+
+Layers are stacked with `nn.scan` (one compiled layer body, params with a leading 'layers' axis)
+or unrolled (`scan_layers=False`, params `layers_0 ... layers_{N-1}`), each under `nn.remat`
+with the configured policy. Packed sequences are described by `segment_ids_BL` (0 = padding)
+and `positions_BL` (restart at 0 in each segment).
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from consensus_jax import partitioning
+from consensus_jax.models import layers
+from consensus_jax.models.config import DecoderConfig
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_qkv_proj": jax.checkpoint_policies.save_only_these_names(
+        "query_proj", "key_proj", "value_proj"),
+}
+_EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
+
+
+class DecoderLayer(nn.Module):
+  config: DecoderConfig
+  scanned: bool = False
+
+  @nn.compact
+  def __call__(self, x_BLE, positions_BL, mask_B11LS):
+    cfg = self.config
+    normed = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="pre_attention_norm")(x_BLE)
+    x_BLE = x_BLE + layers.Attention(cfg, name="attention")(normed, positions_BL, mask_B11LS)
+    normed = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="pre_mlp_norm")(x_BLE)
+    x_BLE = partitioning.constrain(x_BLE + layers.Mlp(cfg, name="mlp")(normed), _EMBED_AXES)
+    return (x_BLE, None) if self.scanned else x_BLE
+
+
+def _layer_class(cfg: DecoderConfig):
+  if cfg.remat_policy == "none":
+    return DecoderLayer
+  # Under scan the loop already stops XLA from merging recomputation with the forward pass.
+  return nn.remat(DecoderLayer, policy=_REMAT_POLICIES[cfg.remat_policy],
+                  prevent_cse=not cfg.scan_layers)
+
+
+class Decoder(nn.Module):
+  """Returns float32 logits_BLV and, with `return_hidden`, the final-norm hidden states_BLE."""
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, tokens_BL: jax.Array, positions_BL: Optional[jax.Array] = None,
+               segment_ids_BL: Optional[jax.Array] = None, *, return_hidden: bool = False,
+               compute_logits: bool = True):
+    cfg = self.config
+    if positions_BL is None:
+      positions_BL = jnp.broadcast_to(jnp.arange(tokens_BL.shape[1]), tokens_BL.shape)
+    if segment_ids_BL is None:
+      segment_ids_BL = jnp.ones_like(tokens_BL)
+    mask_B11LS = layers.attention_mask(segment_ids_BL)
+
+    embedding_VE = layers.logical_param(self, "embedding", (cfg.vocab_size, cfg.d_model),
+                                        ("vocab", "embed"), nn.initializers.normal(1.0))
+    x_BLE = jnp.take(embedding_VE, tokens_BL, axis=0).astype(cfg.compute_dtype)
+    x_BLE = partitioning.constrain(x_BLE, _EMBED_AXES)
+
+    layer_cls = _layer_class(cfg)
+    if cfg.scan_layers:
+      stack = nn.scan(layer_cls, variable_axes={"params": 0, "cache": 0},
+                      split_rngs={"params": True}, in_axes=(nn.broadcast, nn.broadcast),
+                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x_BLE, _ = stack(cfg, scanned=True, name="layers")(x_BLE, positions_BL, mask_B11LS)
+    else:
+      for i in range(cfg.num_layers):
+        x_BLE = layer_cls(cfg, name=f"layers_{i}")(x_BLE, positions_BL, mask_B11LS)
+
+    hidden_BLE = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="final_norm")(x_BLE)
+    if not compute_logits:
+      return hidden_BLE
+    if cfg.tie_embeddings:
+      unembed_EV = embedding_VE.T
+    else:
+      unembed_EV = layers.logical_param(self, "unembed", (cfg.d_model, cfg.vocab_size),
+                                        ("embed", "vocab"),
+                                        nn.initializers.variance_scaling(1.0, "fan_in",
+                                                                         "truncated_normal"))
+    logits_BLV = jnp.einsum("BLE,EV->BLV", hidden_BLE, unembed_EV.astype(cfg.compute_dtype),
+                            preferred_element_type=jnp.float32)
+    logits_BLV = partitioning.constrain(
+        logits_BLV, ("activation_batch", "activation_length", "activation_vocab"))
+    return (logits_BLV, hidden_BLE) if return_hidden else logits_BLV

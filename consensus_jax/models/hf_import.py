@@ -1,0 +1,191 @@
+"""Hugging Face Llama checkpoints <-> our DecoderConfig and (scanned) param tree.
+
+`from_hf(path)` reads config.json plus one or several *.safetensors files; every tensor is
+checked against the shape the config implies, and a missing or misshapen tensor is an error
+naming it. `to_hf(config, params, path)` writes a directory `transformers` loads with
+`LlamaForCausalLM.from_pretrained`. Both accept scanned or unrolled param layouts.
+"""
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from consensus_jax.models import safetensors_io
+from consensus_jax.models.config import DecoderConfig
+
+
+class CheckpointError(ValueError):
+  """A Hugging Face checkpoint that does not match what its config promises."""
+
+
+def config_from_hf(hf_config: dict, where: str = "config.json") -> DecoderConfig:
+  if hf_config.get("model_type", "llama") != "llama":
+    raise CheckpointError(f"{where}: model_type {hf_config.get('model_type')!r} is not 'llama'")
+  for flag in ("attention_bias", "mlp_bias"):
+    if hf_config.get(flag):
+      raise CheckpointError(f"{where}: {flag}=true is not supported (Llama blocks have no biases)")
+  if hf_config.get("hidden_act", "silu") != "silu":
+    raise CheckpointError(f"{where}: hidden_act {hf_config['hidden_act']!r} is not 'silu'")
+  rope = hf_config.get("rope_parameters") or hf_config.get("rope_scaling") or {}
+  if rope.get("rope_type", rope.get("type", "default")) != "default":
+    raise CheckpointError(f"{where}: rope type {rope.get('rope_type', rope.get('type'))!r} "
+                          "is not supported (only unscaled rotary embeddings)")
+  theta = rope.get("rope_theta", hf_config.get("rope_theta", 10000.0))
+  num_heads = hf_config["num_attention_heads"]
+  return DecoderConfig(
+      vocab_size=hf_config["vocab_size"],
+      num_layers=hf_config["num_hidden_layers"],
+      d_model=hf_config["hidden_size"],
+      num_heads=num_heads,
+      num_kv_heads=hf_config.get("num_key_value_heads") or num_heads,
+      head_dim=hf_config.get("head_dim") or hf_config["hidden_size"] // num_heads,
+      mlp_dim=hf_config["intermediate_size"],
+      mlp_kind="swiglu",
+      rope_theta=float(theta),
+      norm_eps=hf_config.get("rms_norm_eps", 1e-6),
+      tie_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
+      max_seq_len=hf_config.get("max_position_embeddings", 2048),
+  )
+
+
+def config_to_hf(config: DecoderConfig) -> dict:
+  if config.mlp_kind != "swiglu":
+    raise CheckpointError(f"to_hf: mlp_kind={config.mlp_kind!r} has no Llama equivalent")
+  return {
+      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "vocab_size": config.vocab_size, "hidden_size": config.d_model,
+      "intermediate_size": config.mlp_dim, "num_hidden_layers": config.num_layers,
+      "num_attention_heads": config.num_heads, "num_key_value_heads": config.num_kv_heads,
+      "head_dim": config.resolved_head_dim, "hidden_act": "silu",
+      "max_position_embeddings": config.max_seq_len, "rms_norm_eps": config.norm_eps,
+      "rope_parameters": {"rope_theta": config.rope_theta, "rope_type": "default"},
+      "tie_word_embeddings": config.tie_embeddings, "attention_bias": False,
+      "mlp_bias": False, "bos_token_id": None, "eos_token_id": 1, "pad_token_id": 0,
+      "dtype": "float32",
+  }
+
+
+def _layer_tensors(config: DecoderConfig, i: int) -> dict[str, tuple[tuple[str, ...], tuple]]:
+  """HF name -> (our path inside one layer, HF shape)."""
+  d, f = config.d_model, config.mlp_dim
+  q_out, kv_out = config.num_heads * config.resolved_head_dim, (
+      config.num_kv_heads * config.resolved_head_dim)
+  p = f"model.layers.{i}."
+  return {
+      p + "self_attn.q_proj.weight": (("attention", "query"), (q_out, d)),
+      p + "self_attn.k_proj.weight": (("attention", "key"), (kv_out, d)),
+      p + "self_attn.v_proj.weight": (("attention", "value"), (kv_out, d)),
+      p + "self_attn.o_proj.weight": (("attention", "out"), (d, q_out)),
+      p + "mlp.gate_proj.weight": (("mlp", "wi_gate"), (f, d)),
+      p + "mlp.up_proj.weight": (("mlp", "wi_up"), (f, d)),
+      p + "mlp.down_proj.weight": (("mlp", "wo"), (d, f)),
+      p + "input_layernorm.weight": (("pre_attention_norm", "scale"), (d,)),
+      p + "post_attention_layernorm.weight": (("pre_mlp_norm", "scale"), (d,)),
+  }
+
+
+def _hf_to_ours(config: DecoderConfig, leaf: str, w: np.ndarray) -> np.ndarray:
+  """HF Linear weights are [out, in]; ours are [in, ...] with heads split out."""
+  hd = config.resolved_head_dim
+  if leaf in ("query", "key", "value"):
+    return w.T.reshape(config.d_model, -1, hd)
+  if leaf == "out":
+    return w.T.reshape(config.num_heads, hd, config.d_model)
+  if leaf in ("wi_gate", "wi_up", "wo"):
+    return w.T
+  return w
+
+
+def _ours_to_hf(config: DecoderConfig, leaf: str, w: np.ndarray) -> np.ndarray:
+  if leaf in ("query", "key", "value"):
+    return w.reshape(config.d_model, -1).T
+  if leaf == "out":
+    return w.reshape(-1, config.d_model).T
+  if leaf in ("wi_gate", "wi_up", "wo"):
+    return w.T
+  return w
+
+
+def _read_checked(ckpt, name: str, expected_shape: tuple, directory: pathlib.Path) -> np.ndarray:
+  if name not in ckpt:
+    raise CheckpointError(f"{directory}: tensor {name} is missing from the checkpoint")
+  if ckpt.shape(name) != tuple(expected_shape):
+    raise CheckpointError(f"{ckpt.where(name)}: tensor {name} has shape {ckpt.shape(name)}, "
+                          f"but config.json implies {tuple(expected_shape)}")
+  return np.asarray(ckpt.read(name), dtype=np.float32)
+
+
+def from_hf(path) -> tuple[DecoderConfig, dict]:
+  """Reads a HF Llama directory into (config, params) in the scanned layout."""
+  directory = pathlib.Path(path)
+  config_path = directory / "config.json"
+  if not config_path.is_file():
+    raise FileNotFoundError(f"{directory}: no config.json")
+  config = config_from_hf(json.loads(config_path.read_text()), where=str(config_path))
+  ckpt = safetensors_io.SafetensorsCheckpoint(directory)
+  v, d = config.vocab_size, config.d_model
+
+  layers: dict[str, dict[str, list]] = {}
+  for i in range(config.num_layers):
+    for name, ((module, leaf), shape) in _layer_tensors(config, i).items():
+      w = _hf_to_ours(config, leaf, _read_checked(ckpt, name, shape, directory))
+      layers.setdefault(module, {}).setdefault(leaf, []).append(w)
+  params: dict[str, Any] = {
+      "embedding": _read_checked(ckpt, "model.embed_tokens.weight", (v, d), directory),
+      "final_norm": {"scale": _read_checked(ckpt, "model.norm.weight", (d,), directory)},
+      "layers": {m: {leaf: np.stack(ws) for leaf, ws in leaves.items()}
+                 for m, leaves in layers.items()},
+  }
+  if not config.tie_embeddings:
+    params["unembed"] = _read_checked(ckpt, "lm_head.weight", (v, d), directory).T
+  expected = set(_all_hf_names(config))
+  unused = sorted(n for n in ckpt.names() if n not in expected and "rotary_emb" not in n)
+  if unused:
+    raise CheckpointError(f"{directory}: tensors not used by a Llama of this config: "
+                          f"{unused[:5]}{' ...' if len(unused) > 5 else ''}")
+  return config, params
+
+
+def _all_hf_names(config: DecoderConfig):
+  yield from ("model.embed_tokens.weight", "model.norm.weight")
+  if not config.tie_embeddings:
+    yield "lm_head.weight"
+  for i in range(config.num_layers):
+    yield from _layer_tensors(config, i)
+
+
+def scanned_to_unrolled(params: dict, num_layers: int) -> dict:
+  out = {k: v for k, v in params.items() if k != "layers"}
+  for i in range(num_layers):
+    out[f"layers_{i}"] = {m: {leaf: w[i] for leaf, w in leaves.items()}
+                          for m, leaves in params["layers"].items()}
+  return out
+
+
+def unrolled_to_scanned(params: dict, num_layers: int) -> dict:
+  out = {k: v for k, v in params.items() if not k.startswith("layers_")}
+  first = params["layers_0"]
+  out["layers"] = {m: {leaf: np.stack([np.asarray(params[f"layers_{i}"][m][leaf])
+                                       for i in range(num_layers)])
+                       for leaf in leaves}
+                   for m, leaves in first.items()}
+  return out
+
+
+def to_hf(config: DecoderConfig, params: dict, path) -> None:
+  """Writes config.json and model.safetensors (float32) that transformers loads."""
+  directory = pathlib.Path(path)
+  directory.mkdir(parents=True, exist_ok=True)
+  if "layers" not in params:
+    params = unrolled_to_scanned(params, config.num_layers)
+  tensors = {"model.embed_tokens.weight": np.asarray(params["embedding"], np.float32),
+             "model.norm.weight": np.asarray(params["final_norm"]["scale"], np.float32)}
+  if not config.tie_embeddings:
+    tensors["lm_head.weight"] = np.asarray(params["unembed"], np.float32).T
+  for i in range(config.num_layers):
+    for name, ((module, leaf), _) in _layer_tensors(config, i).items():
+      w = np.asarray(params["layers"][module][leaf][i], np.float32)
+      tensors[name] = _ours_to_hf(config, leaf, w)
+  safetensors_io.write(directory / "model.safetensors", tensors)
+  (directory / "config.json").write_text(json.dumps(config_to_hf(config), indent=2))
