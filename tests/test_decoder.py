@@ -13,12 +13,14 @@ CONFIG = DecoderConfig(vocab_size=128, num_layers=2, d_model=32, num_heads=4, nu
 
 
 def _init(config, seed=0):
-  return nn.meta.unbox(decoder.Decoder(config).init(jax.random.key(seed),
-                                                    jnp.zeros((1, 8), jnp.int32))["params"])
+  init = jax.jit(lambda key: decoder.Decoder(config).init(key, jnp.zeros((1, 8), jnp.int32)))
+  return nn.meta.unbox(init(jax.random.key(seed))["params"])
 
 
-def _apply(config, params, tokens, **kw):
-  return decoder.Decoder(config).apply({"params": params}, jnp.asarray(tokens), **kw)
+def _apply(config, params, tokens, positions_BL=None, segment_ids_BL=None, **flags):
+  apply = jax.jit(lambda p, t, pos, seg: decoder.Decoder(config).apply(
+      {"params": p}, t, positions_BL=pos, segment_ids_BL=seg, **flags))
+  return apply(params, jnp.asarray(tokens), positions_BL, segment_ids_BL)
 
 
 def test_packed_segments_equal_separate_sequences():

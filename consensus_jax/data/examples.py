@@ -23,8 +23,8 @@ def normalized_rating(rating: int) -> float:
 def sft_examples(rounds: Iterable[records.Round]) -> Iterator[dict]:
   """Prompt = question + opinions; target = the candidate the group rated best."""
   for round_ in rounds:
-    if not round_.candidates:
-      continue
+    if not any(round_.agreement.values()):
+      continue  # nobody rated anything: there is no best candidate to imitate
     best = round_.candidate(round_.best_candidate_id())
     yield {"inputs": prompts.sft_prompt(round_.question.text, [o.text for o in round_.opinions]),
            "targets": prompts.sft_target(best.text), "round_id": round_.id}

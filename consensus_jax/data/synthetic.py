@@ -113,7 +113,7 @@ def generate_round(question: Question, round_id: str, rng: np.random.Generator, 
 
 
 def generate_split(questions: list[Question], split: str, num_groups: int, seed: int):
-  """Yields `num_groups` rounds on questions of `split`; round g depends only on (seed, split, g)."""
+  """Yields `num_groups` rounds of `split`; round g depends only on (seed, split, g)."""
   pool = [q for q in questions if q.split == split]
   if not pool:
     raise ValueError(f"no questions in split {split!r}")

@@ -1,12 +1,16 @@
 """TFDS builder for deliberation rounds stored as JSONL (records.py), e.g. a team's own data.
 
 Put <split>.jsonl files (any of train, iid_test, ood_test, validation, test) in a folder and
-either pass it as the manual dir:
+build with this module's CLI (same effect as the tfds CLI, which in TFDS 4.9.10 cannot start
+without apache-beam installed):
+
+  python -m consensus_jax.data.tfds_deliberation --jsonl_dir=/path/to/jsonl \
+      --data_dir=/path/to/tfds [--config_name=mine]
 
   tfds build consensus_jax/data/tfds_deliberation.py --manual_dir=/path/to/jsonl \
-      --data_dir=/path/to/tfds
+      --data_dir=/path/to/tfds          # where apache-beam is installed
 
-or point a builder config at it: DeliberationRounds(config=DeliberationConfig(
+or point a builder config at it in code: DeliberationRounds(config=DeliberationConfig(
 name="mine", jsonl_dir="/path/to/jsonl"), data_dir=...). Then feed the built dataset to the
 seqio tasks with tasks.register_tasks(tfds_rounds("deliberation_rounds/mine", data_dir), vocab).
 
@@ -15,6 +19,7 @@ structured features for inspection: agreement / quality as [participants, candid
 (0 = not rated) and ranks as [participants, candidates] int32 (tier index, 0 = best; -1 = not
 ranked).
 """
+import argparse
 import dataclasses
 import importlib.resources
 import importlib.util
@@ -127,3 +132,31 @@ def tfds_rounds(name: str, data_dir: str | None = None):
       yield records.round_from_dict(json.loads(example["record_json"].decode("utf-8")),
                                     where=f"{name}[{split}] example {index}")
   return rounds
+
+
+def build(jsonl_dir: str, data_dir: str, config_name: str = "default") -> tfds.core.DatasetInfo:
+  """Builds deliberation_rounds/<config_name> from <jsonl_dir>/<split>.jsonl into data_dir."""
+  if config_name == "default":
+    builder = DeliberationRounds(data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=jsonl_dir))
+  else:
+    builder = DeliberationRounds(
+        config=DeliberationConfig(name=config_name, jsonl_dir=jsonl_dir), data_dir=data_dir)
+    builder.download_and_prepare()
+  return builder.info
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description="Build the deliberation_rounds TFDS dataset.")
+  parser.add_argument("--jsonl_dir", required=True)
+  parser.add_argument("--data_dir", required=True)
+  parser.add_argument("--config_name", default="default")
+  args = parser.parse_args(argv)
+  info = build(args.jsonl_dir, args.data_dir, args.config_name)
+  for name, split in info.splits.items():
+    print(f"{info.full_name} {name}: {split.num_examples} rounds")
+
+
+if __name__ == "__main__":
+  main()
