@@ -1,0 +1,133 @@
+"""seqio task -> this process's rows of each global batch, at a resumable position.
+
+The training stream is deterministic: seqio shuffles with a fixed seed and repeats, so batch n
+is the same in every run. The position saved with a checkpoint is the number of global batches
+consumed; a resumed run rebuilds the stream and skips that many batches, and so sees exactly the
+batches an uninterrupted run would. (Skipping re-tokenizes the skipped examples: the pipeline
+runs at more than 10x the step's token rate, so this costs at most about a tenth of the time
+already trained. tf.data iterator checkpoints cannot replace it: the sources are Python
+generators.)
+
+Multi-process: by default every process builds the same global batch and keeps only the rows
+that its devices hold (`process_rows`), so the global batch does not depend on the process
+count; `InputConfig.shard_source_per_process=True` instead gives each process its own shard of
+the examples (seqio ShardInfo), for data too large to read on every host.
+"""
+import dataclasses
+from typing import Iterator, Mapping, Optional
+
+import gin
+import jax
+import numpy as np
+import seqio
+from jax.sharding import Mesh
+
+from consensus_jax import partitioning
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+  """One seqio task/mixture split at fixed feature lengths; batch_size is the global batch."""
+  task: str
+  task_feature_lengths: Mapping[str, int]
+  batch_size: int
+  split: str = "train"
+  shuffle: bool = True
+  seed: int = 0
+  pack: bool = True
+  shard_source_per_process: bool = False
+
+
+def process_rows(mesh: Mesh, global_batch_size: int) -> tuple[int, int]:
+  """[start, stop) of the global batch rows held by this process's devices."""
+  sharding = partitioning.batch_sharding(mesh, 2)
+  row_slices = [index[0] for index in
+                sharding.addressable_devices_indices_map((global_batch_size, 1)).values()]
+  start = min(s.start or 0 for s in row_slices)
+  stop = max(global_batch_size if s.stop is None else s.stop for s in row_slices)
+  covered = set()
+  for s in row_slices:
+    covered.update(range(s.start or 0, global_batch_size if s.stop is None else s.stop))
+  if covered != set(range(start, stop)):
+    raise ValueError(f"process {jax.process_index()} holds non-contiguous batch rows "
+                     f"{sorted(covered)}; the mesh's batch axes must give each process a block")
+  return start, stop
+
+
+def _dataset(config: InputConfig, converter: seqio.FeatureConverter, *, num_epochs,
+             shuffle: bool, shard_info: Optional[seqio.ShardInfo]):
+  return seqio.get_dataset(
+      config.task, dict(config.task_feature_lengths), converter, dataset_split=config.split,
+      shuffle=shuffle, seed=config.seed, num_epochs=num_epochs, shard_info=shard_info,
+      verbose=False)
+
+
+class TrainBatches:
+  """Endless iterator of this process's rows (numpy) of global batch `position`, `position + 1`..."""
+
+  def __init__(self, config: InputConfig, converter: seqio.FeatureConverter, mesh: Mesh,
+               start_position: int = 0):
+    self.config = config
+    self.position = start_position
+    start, stop = process_rows(mesh, config.batch_size)
+    if config.shard_source_per_process:
+      shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+      ds = _dataset(config, converter, num_epochs=None, shuffle=config.shuffle, shard_info=shard)
+      ds = ds.batch(stop - start, drop_remainder=True)
+      self._rows = slice(None)
+    else:
+      ds = _dataset(config, converter, num_epochs=None, shuffle=config.shuffle, shard_info=None)
+      ds = ds.batch(config.batch_size, drop_remainder=True)
+      self._rows = slice(start, stop)
+    self._iterator = ds.skip(start_position).prefetch(2).as_numpy_iterator()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self._iterator)
+    self.position += 1
+    return {name: value[self._rows] for name, value in batch.items()}
+
+
+def eval_batches(config: InputConfig, converter: seqio.FeatureConverter, mesh: Mesh,
+                 num_batches: Optional[int] = None) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over the split in order (no shuffle), this process's rows of each global batch.
+
+  The last partial batch is padded with all-zero rows, which carry zero loss weight, so every
+  example counts once and every process runs the same number of steps.
+  """
+  start, stop = process_rows(mesh, config.batch_size)
+  ds = _dataset(config, converter, num_epochs=1, shuffle=False, shard_info=None)
+  ds = ds.batch(config.batch_size)
+  if num_batches is not None:
+    ds = ds.take(num_batches)
+  for batch in ds.prefetch(2).as_numpy_iterator():
+    rows = next(iter(batch.values())).shape[0]
+    if rows < config.batch_size:
+      batch = {name: np.concatenate(
+          [value, np.zeros((config.batch_size - rows, *value.shape[1:]), value.dtype)])
+               for name, value in batch.items()}
+    yield {name: value[start:stop] for name, value in batch.items()}
+
+
+@gin.configurable
+def register_synthetic_tasks(data_dir: str, vocab_dir: str, vocab_size: int = 8000,
+                             polis_dir: Optional[str] = None) -> seqio.Vocabulary:
+  """Registers the project's seqio tasks over <data_dir>/<split>.jsonl; returns the vocabulary.
+
+  The vocabulary is trained into vocab_dir on first use (seconds) and loaded after that.
+  """
+  import pathlib
+
+  from consensus_jax.data import tasks
+  from consensus_jax.data import vocab
+
+  if not (pathlib.Path(data_dir) / "train.jsonl").is_file():
+    raise FileNotFoundError(
+        f"register_synthetic_tasks: no {data_dir}/train.jsonl; generate the data first with "
+        f"python -m consensus_jax.data.synthetic --out_dir={data_dir}")
+  vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size=vocab_size)
+  tasks.register_tasks(data_dir, vocabulary, polis_dir=polis_dir)
+  return vocabulary

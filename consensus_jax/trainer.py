@@ -1,0 +1,455 @@
+"""The train loop shared by SFT and the reward model.
+
+What is trained comes from an `Objective` (objectives/base.py); everything else is here:
+sharded train state (float32 master params + optax state), one jit-compiled step with explicit
+in/out shardings and a donated state, gradient accumulation over micro-batches (`lax.scan`
+inside the step), periodic evaluation, TensorBoard scalars and a console progress line, and
+orbax checkpoints (restore the latest on start, save every N steps, at the end and on SIGTERM).
+
+Model FLOPs utilisation (MFU) = objective model FLOPs per second / peak matmul FLOP/s of the
+run. The peak is `peak_flops_per_device` x devices when given; otherwise the vendor figure of a
+known accelerator, or on a CPU host a float32 matmul measured once at start (x processes: the
+simulated CPU devices of one process share its cores, so a per-device figure means nothing).
+"""
+import dataclasses
+import math
+import pathlib
+import signal
+import threading
+import time
+from typing import Any, Callable, Mapping, Optional
+
+import flax.struct
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from consensus_jax import checkpointing
+from consensus_jax import input_pipeline
+from consensus_jax import metrics_writer
+from consensus_jax import optimizers
+from consensus_jax import partitioning
+from consensus_jax.models import flops
+from consensus_jax.objectives.base import LossOutput, Objective
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss (or the updated params) stopped being finite; that state was not saved."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: updates applied so far
+  params: Any  # float32 master weights
+  opt_state: Any
+
+
+@dataclasses.dataclass
+class TrainResult:
+  state: TrainState
+  step: int
+  preempted: bool
+  step_losses: dict[int, float]  # every step this run took
+  eval_metrics: dict[int, dict[str, float]]  # step -> eval scalars (0 = before training)
+
+
+def _fit_to_shapes(shardings: Any, abstract: Any, mesh: Mesh) -> Any:
+  """Replicates leaves whose given sharding does not fit their shape.
+
+  optimizer_state_shardings gives every param-structured optimizer leaf its param's sharding;
+  Adafactor's factored second moments (v_row, v_col) are param-structured but of lower rank,
+  so that sharding cannot apply. They are small (sums over one axis), so replicating is cheap.
+  """
+  def fit(sharding, leaf):
+    spec = sharding.spec
+    if len(spec) > len(leaf.shape):
+      return NamedSharding(mesh, P())
+    for entry, dim in zip(spec, leaf.shape):
+      axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+      if dim % math.prod(mesh.shape[a] for a in axes):
+        return NamedSharding(mesh, P())
+    return sharding
+  return jax.tree_util.tree_map(fit, shardings, abstract)
+
+
+def _split_micro_batches(batch: Mapping[str, jax.Array], num_micro: int) -> dict:
+  """[B, ...] -> [num_micro, B / num_micro, ...] without moving rows between devices.
+
+  Micro-batch m takes rows m, m + num_micro, ...: each device's block of rows splits evenly
+  over the micro-batches, so the batch axes stay sharded the same way inside every micro-batch.
+  """
+  def split(x):
+    x = x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1)
+    spec = P(None, partitioning.BATCH_AXES, *([None] * (x.ndim - 2)))
+    return jax.lax.with_sharding_constraint(x, spec)
+  return {name: split(value) for name, value in batch.items()}
+
+
+def _add(a: Any, b: Any) -> Any:
+  return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def make_train_step(objective: Objective, optimizer: optax.GradientTransformation,
+                    schedule: optax.Schedule, num_micro_batches: int, seed: int,
+                    param_shardings: Any) -> Callable:
+  """(state, global batch) -> (new state, replicated scalar metrics); not yet jitted."""
+  base_rng = jax.random.key(seed)
+
+  def gradients(params, batch, rng):
+    def loss_fn(p):
+      out = objective.loss(p, batch, rng)
+      return out.loss_sum, out
+    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, out
+
+  def step(state: TrainState, batch: Mapping[str, jax.Array]):
+    rng = jax.random.fold_in(base_rng, state.step)
+    if num_micro_batches == 1:
+      grads, out = gradients(state.params, batch, rng)
+    else:
+      def accumulate(carry, micro):
+        micro_batch, index = micro
+        grads, out = gradients(state.params, micro_batch, jax.random.fold_in(rng, index))
+        return _add(carry, (grads, out)), None
+
+      zero_grads = jax.lax.with_sharding_constraint(
+          jax.tree_util.tree_map(jnp.zeros_like, state.params), param_shardings)
+      _, zero_out = jax.eval_shape(gradients, state.params, batch, rng)
+      zero_out = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), zero_out)
+      (grads, out), _ = jax.lax.scan(
+          accumulate, (zero_grads, zero_out),
+          (_split_micro_batches(batch, num_micro_batches), jnp.arange(num_micro_batches)))
+    # One normalisation for the whole global batch: accumulation equals one big batch.
+    denominator = jnp.maximum(out.denominator, 1.0)
+    grads = jax.tree_util.tree_map(lambda g: g / denominator, grads)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": out.loss_sum / denominator,
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(params),
+        "learning_rate": schedule(state.step),
+        "target_tokens": out.denominator,
+        **{name: value / denominator for name, value in out.metric_sums.items()},
+    }
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return step
+
+
+def _peak_flops(peak_flops_per_device: Optional[float]) -> Optional[float]:
+  if peak_flops_per_device is not None:
+    return peak_flops_per_device * jax.device_count()
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    return flops.measure_matmul_peak_flops() * jax.process_count()
+  known = flops.known_peak_flops_per_device(device.device_kind)
+  return None if known is None else known * jax.device_count()
+
+
+class _SigtermFlag:
+  """Set by SIGTERM (a TPU preemption notice) in a single-process run.
+
+  Multi-process runs leave SIGTERM to JAX's preemption sync manager instead (see
+  Checkpointer.reached_preemption), so that every process stops at the same step.
+  """
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_required(model_dir, objective, train_input, total_steps) -> None:
+  missing = [name for name, value in (("MODEL_DIR (train.model_dir)", model_dir),
+                                      ("train.objective", objective),
+                                      ("train.train_input", train_input),
+                                      ("TRAIN_STEPS (train.total_steps)", total_steps))
+             if value is gin.REQUIRED or value is None]
+  if missing:
+    raise ValueError(f"train: required binding(s) not set: {', '.join(missing)}; set them in a "
+                     "run gin or on the command line, e.g. --gin.MODEL_DIR=\"'/tmp/run'\"")
+
+
+def _check_vocabulary_fits(vocabulary: Any, objective: Objective) -> None:
+  # A token id past the embedding table would be silently clamped by the gather, not an error.
+  model_config = getattr(objective, "config", None)
+  vocab_size = getattr(vocabulary, "vocab_size", None)
+  if model_config is not None and vocab_size is not None and vocab_size > model_config.vocab_size:
+    raise ValueError(f"the vocabulary has {vocab_size} ids but DecoderConfig.vocab_size is "
+                     f"{model_config.vocab_size}; make them match")
+
+
+def _write_gin_config(model_dir: pathlib.Path, name: str, text: str) -> None:
+  if jax.process_index() == 0 and text.strip():
+    (model_dir / name).write_text(text)
+
+
+@gin.configurable(denylist=["step_hook"])
+def train(*,
+          model_dir: str = gin.REQUIRED,
+          objective: Objective = gin.REQUIRED,
+          train_input: input_pipeline.InputConfig = gin.REQUIRED,
+          total_steps: int = gin.REQUIRED,
+          eval_input: Optional[input_pipeline.InputConfig] = None,
+          eval_every_steps: int = 0,
+          eval_batches: Optional[int] = 20,
+          eval_at_start: bool = True,
+          num_micro_batches: int = 1,
+          mesh: Optional[Mesh] = None,
+          make_schedule: Callable[..., optax.Schedule] = optimizers.make_schedule,
+          make_optimizer: Callable[..., optax.GradientTransformation] =
+          optimizers.make_optimizer,
+          seed: int = 0,
+          checkpoint_every_steps: int = 1000,
+          keep_checkpoints: Optional[int] = 3,
+          async_checkpointing: bool = True,
+          init_params_from: Optional[str] = None,
+          log_every_steps: int = 10,
+          peak_flops_per_device: Optional[float] = None,
+          register_tasks: Optional[Callable[[], Any]] = None,
+          step_hook: Optional[Callable[[int], None]] = None) -> TrainResult:
+  """Trains `objective` for `total_steps` updates in total (resuming counts earlier steps).
+
+  Args:
+    model_dir: checkpoints/, train/ and eval/ TensorBoard runs, config.gin and
+      operative_config.gin go here. A checkpoint already there is resumed.
+    objective: what to train (e.g. objectives.sft.SFTObjective).
+    train_input: the training stream; its batch_size is the global batch.
+    total_steps: stop after this many updates.
+    eval_input: validation split; evaluated every eval_every_steps (0: only at the end), on
+      eval_batches batches (None: the whole split), and before the first step if eval_at_start.
+    num_micro_batches: gradient accumulation; batch_size / num_micro_batches rows per pass.
+    mesh: defaults to partitioning.make_mesh() (its gin bindings choose data/fsdp/tensor).
+    make_schedule: called as make_schedule(total_steps=...) -> learning-rate schedule.
+    make_optimizer: called as make_optimizer(learning_rate=schedule) -> optax transformation.
+    seed: params init and per-step rngs (the data order is train_input.seed).
+    checkpoint_every_steps, keep_checkpoints, async_checkpointing: orbax saves; a final
+      save always happens at the last step and on preemption.
+    init_params_from: params-only checkpoint (or a train checkpoint step dir) to fine-tune from
+      when model_dir has no checkpoint yet.
+    log_every_steps: console line and TensorBoard scalars.
+    peak_flops_per_device: matmul peak for MFU (see module docstring for the default).
+    register_tasks: called first (e.g. input_pipeline.register_synthetic_tasks) so the seqio
+      task names exist.
+    step_hook: called with the step number after each step (not gin-configurable; tests and
+      tooling).
+  """
+  _check_required(model_dir, objective, train_input, total_steps)
+  if register_tasks is not None:
+    _check_vocabulary_fits(register_tasks(), objective)
+  mesh = partitioning.make_mesh() if mesh is None else mesh
+  model_dir = pathlib.Path(model_dir)
+  is_primary = jax.process_index() == 0
+  if is_primary:
+    model_dir.mkdir(parents=True, exist_ok=True)
+  _write_gin_config(model_dir, "config.gin", gin.config_str())
+  console = metrics_writer.ConsoleLogger(enabled=is_primary)
+  writer = metrics_writer.MetricsWriter(model_dir, enabled=is_primary)
+
+  batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  micro_rows = train_input.batch_size // num_micro_batches
+  if train_input.batch_size % num_micro_batches or micro_rows % batch_shards:
+    raise ValueError(
+        f"train: batch_size={train_input.batch_size} must split into num_micro_batches="
+        f"{num_micro_batches} micro-batches whose size is a multiple of data x fsdp = "
+        f"{batch_shards}")
+
+  schedule = make_schedule(total_steps=total_steps)
+  optimizer = make_optimizer(learning_rate=schedule)
+  param_shardings = objective.param_shardings(mesh)
+  abstract_params = objective.abstract_params()
+  abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
+  opt_shardings = _fit_to_shapes(
+      partitioning.optimizer_state_shardings(optimizer, abstract_opt_state, param_shardings,
+                                             mesh), abstract_opt_state, mesh)
+  replicated = NamedSharding(mesh, P())
+  state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+  abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
+                              opt_state=abstract_opt_state)
+
+  checkpointer = checkpointing.Checkpointer(model_dir, checkpoint_every_steps, keep_checkpoints,
+                                            async_save=async_checkpointing)
+  try:
+    state, position = _initial_state(
+        checkpointer, objective, optimizer, mesh, seed, init_params_from,
+        checkpointing.abstract_with_shardings(abstract_state, state_shardings), state_shardings,
+        console)
+    with jax.set_mesh(mesh):
+      return _run(
+          state=state, position=position, objective=objective, optimizer=optimizer,
+          schedule=schedule, mesh=mesh, model_dir=model_dir, train_input=train_input,
+          eval_input=eval_input, eval_every_steps=eval_every_steps, eval_batches=eval_batches,
+          eval_at_start=eval_at_start, num_micro_batches=num_micro_batches, seed=seed,
+          checkpointer=checkpointer, checkpoint_every_steps=checkpoint_every_steps,
+          log_every_steps=log_every_steps, peak_flops_per_device=peak_flops_per_device,
+          total_steps=total_steps, step_hook=step_hook, console=console, writer=writer,
+          state_shardings=state_shardings, replicated=replicated)
+  finally:
+    checkpointer.wait_until_finished()
+    checkpointer.close()
+    writer.close()
+
+
+def _initial_state(checkpointer, objective, optimizer, mesh, seed, init_params_from,
+                   restore_target, state_shardings, console) -> tuple[TrainState, int]:
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    console.info("Restoring checkpoint step %d from %s", latest, checkpointer.directory)
+    return checkpointer.restore(latest, restore_target)
+  if init_params_from:
+    console.info("Fine-tuning from params checkpoint %s", init_params_from)
+    params = checkpointing.load_params(init_params_from, restore_target.params)
+  else:
+    params = objective.init_params(mesh, jax.random.key(seed))
+  init_opt = jax.jit(optimizer.init, in_shardings=(state_shardings.params,),
+                     out_shardings=state_shardings.opt_state)
+  with jax.set_mesh(mesh):
+    opt_state = init_opt(params)
+    step = jax.device_put(jnp.zeros((), jnp.int32), state_shardings.step)
+  return TrainState(step=step, params=params, opt_state=opt_state), 0
+
+
+def _tokens_and_flops(objective: Objective, batch: Mapping[str, np.ndarray],
+                      global_batch_size: int) -> tuple[int, float]:
+  tokens = total_flops = 0
+  for name in objective.token_features:
+    length = batch[name].shape[1]
+    tokens += global_batch_size * length
+    total_flops += global_batch_size * length * objective.flops_per_token(length)
+  return tokens, total_flops
+
+
+def _evaluate(objective, eval_fn, params, eval_input, mesh, num_batches) -> dict[str, float]:
+  converter = objective.make_feature_converter(eval_input.pack)
+  loss_sum = denominator = 0.0
+  metric_sums: dict[str, float] = {}
+  for batch in input_pipeline.eval_batches(eval_input, converter, mesh, num_batches):
+    out = eval_fn(params, partitioning.host_local_batch_to_global(batch, mesh))
+    loss_sum += float(out.loss_sum)
+    denominator += float(out.denominator)
+    for name, value in out.metric_sums.items():
+      metric_sums[name] = metric_sums.get(name, 0.0) + float(value)
+  if denominator == 0:
+    raise ValueError(f"evaluation on {eval_input.task}/{eval_input.split} found no target "
+                     "tokens (empty split?)")
+  return {"loss": loss_sum / denominator, "target_tokens": denominator,
+          **{name: value / denominator for name, value in metric_sums.items()}}
+
+
+def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, train_input,
+         eval_input, eval_every_steps, eval_batches, eval_at_start, num_micro_batches, seed,
+         checkpointer, checkpoint_every_steps, log_every_steps, peak_flops_per_device,
+         total_steps, step_hook, console, writer, state_shardings,
+         replicated) -> TrainResult:
+  param_shardings = state_shardings.params
+  converter = objective.make_feature_converter(train_input.pack)
+  batches = input_pipeline.TrainBatches(train_input, converter, mesh, start_position=position)
+  step = int(state.step)
+  if step >= total_steps:
+    console.info("Nothing to do: checkpoint step %d >= total_steps %d", step, total_steps)
+    return TrainResult(state, step, False, {}, {})
+
+  first_batch = next(batches)
+  batch_shardings = {name: partitioning.batch_sharding(mesh, value.ndim)
+                     for name, value in first_batch.items()}
+  train_step = jax.jit(
+      make_train_step(objective, optimizer, schedule, num_micro_batches, seed, param_shardings),
+      in_shardings=(state_shardings, batch_shardings),
+      out_shardings=(state_shardings, replicated), donate_argnums=0)
+  eval_fn = jax.jit(lambda params, batch: objective.loss(params, batch, jax.random.key(seed)),
+                    in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
+  tokens_per_step, flops_per_step = _tokens_and_flops(objective, first_batch,
+                                                      train_input.batch_size)
+  peak = _peak_flops(peak_flops_per_device)
+  console.info("Training from step %d to %d on mesh %s (%d processes); %d tokens and %.3g "
+               "model FLOPs per step; peak %s FLOP/s", step, total_steps, dict(mesh.shape),
+               jax.process_count(), tokens_per_step, flops_per_step,
+               "unknown" if peak is None else f"{peak:.3g}")
+
+  eval_metrics: dict[int, dict[str, float]] = {}
+
+  def run_eval(at_step):
+    metrics = _evaluate(objective, eval_fn, state.params, eval_input, mesh, eval_batches)
+    eval_metrics[at_step] = metrics
+    writer.write_scalars("eval", at_step, metrics)
+    console.info("eval step %d: %s", at_step,
+                 ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+  if eval_input is not None and eval_at_start and step == 0:
+    run_eval(0)
+
+  step_losses: dict[int, float] = {}
+  window: list[dict[str, float]] = []
+  window_start = None  # set after the first step: compilation is not throughput
+  run_start_step = step
+  preempted = False
+  batch = first_batch
+  with _SigtermFlag() as sigterm:
+    while step < total_steps:
+      if batch is None:
+        batch = next(batches)
+      state, metrics = train_step(state, partitioning.host_local_batch_to_global(batch, mesh))
+      batch = None
+      step += 1
+      host_metrics = {name: float(value) for name, value in metrics.items()}
+      if not all(math.isfinite(host_metrics[k]) for k in ("loss", "grad_norm", "param_norm")):
+        checkpointer.wait_until_finished()
+        raise NonFiniteLossError(
+            f"step {step}: loss {host_metrics['loss']}, grad_norm {host_metrics['grad_norm']}, "
+            f"param_norm {host_metrics['param_norm']} (not finite). Training stopped without "
+            f"saving this state; the last good checkpoint is step "
+            f"{checkpointer.latest_step()} in {checkpointer.directory}. Lower the learning "
+            "rate or check the data, then restart to resume from that checkpoint.")
+      step_losses[step] = host_metrics["loss"]
+      now = time.perf_counter()
+      if window_start is None:
+        window_start, window_start_step = now, step
+      else:
+        window.append(host_metrics)
+
+      if (step % log_every_steps == 0 or step == total_steps) and window:
+        elapsed = now - window_start
+        steps_per_second = (step - window_start_step) / elapsed
+        scalars = {name: float(np.mean([m[name] for m in window])) for name in window[0]}
+        scalars.update(steps_per_second=steps_per_second,
+                       tokens_per_second=steps_per_second * tokens_per_step)
+        if peak:
+          scalars["mfu"] = steps_per_second * flops_per_step / peak
+        writer.write_scalars("train", step, scalars)
+        console.info("%s", metrics_writer.progress_line(
+            step, total_steps, scalars, (total_steps - step) / steps_per_second))
+        window, window_start, window_start_step = [], now, step
+
+      if eval_input is not None and ((eval_every_steps and step % eval_every_steps == 0)
+                                     or step == total_steps):
+        run_eval(step)
+      if step_hook is not None:
+        step_hook(step)
+      preempted = sigterm.raised or checkpointer.reached_preemption(step)
+      if step % checkpoint_every_steps == 0 or step == total_steps or preempted:
+        checkpointer.save(step, state, batches.position, force=True)
+      if preempted:
+        console.info("Preempted (SIGTERM) at step %d: checkpoint saved, stopping.", step)
+        break
+
+  writer.flush()
+  _write_gin_config(model_dir, "operative_config.gin", gin.operative_config_str())
+  console.info("Done at step %d (%d steps this run).", step, step - run_start_step)
+  return TrainResult(state, step, preempted, step_losses, eval_metrics)
