@@ -1,0 +1,133 @@
+"""Personalised reward model: decoder backbone + scalar head, its losses, and batched scoring.
+
+The RM reads `question + ONE member's opinion + a candidate` and predicts that member's
+agreement. The head gives a score at every position; training reads it where `score_weights_BL`
+is non-zero (the last real token of each example, which keeps packing and padding correct), and
+scoring reads it at the last real token of each (candidate, member) sequence. A score is a
+logit: `utility = sigmoid(score)` lies in (0, 1), the scale of the normalised 1-7 ratings
+((r - 1) / 6) and of agree/disagree votes.
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from consensus_jax import partitioning
+from consensus_jax.models import layers
+from consensus_jax.models.config import DecoderConfig
+from consensus_jax.models.decoder import Decoder
+
+LOSSES = ("regression", "bradley_terry", "binary_cross_entropy")
+
+
+class RewardModel(nn.Module):
+  """Returns score_BL (float32). Params: {'backbone': decoder params, 'score_head': ...}."""
+  config: DecoderConfig
+
+  @nn.compact
+  def __call__(self, tokens_BL, positions_BL=None, segment_ids_BL=None):
+    hidden_BLE = Decoder(self.config, name="backbone")(
+        tokens_BL, positions_BL, segment_ids_BL, compute_logits=False)
+    w_E = layers.logical_param(self, "score_kernel", (self.config.d_model,), ("embed",),
+                               nn.initializers.zeros)
+    b = layers.logical_param(self, "score_bias", (), (), nn.initializers.zeros)
+    score_BL = jnp.einsum("BLE,E->BL", hidden_BLE.astype(jnp.float32), w_E) + b
+    return partitioning.constrain(score_BL, ("activation_batch", "activation_length"))
+
+
+def _weighted_mean(values_BL, weights_BL):
+  total = jnp.sum(weights_BL)
+  return jnp.sum(values_BL * weights_BL) / jnp.maximum(total, 1e-9)
+
+
+def regression_loss(score_BL, targets_BL, weights_BL):
+  """Squared error between sigmoid(score) and the normalised rating, at weighted positions."""
+  return _weighted_mean(jnp.square(jax.nn.sigmoid(score_BL) - targets_BL), weights_BL)
+
+
+def binary_cross_entropy_loss(score_BL, targets_BL, weights_BL):
+  """Votes: target 1 agree, 0 disagree (a pass is 0.5 with its configured weight, or absent)."""
+  per_position = (jax.nn.softplus(score_BL) - targets_BL * score_BL)  # -log p(target | logit)
+  return _weighted_mean(per_position, weights_BL)
+
+
+def segment_scores(score_BL, weights_BL, segment_ids_BL, max_segments: int):
+  """Score of each packed segment (read where its weight is set): [B, S] and presence [B, S]."""
+  onehot_BLS = (segment_ids_BL[..., None] == jnp.arange(1, max_segments + 1)) & (
+      weights_BL[..., None] > 0)
+  scores_BS = jnp.einsum("BL,BLS->BS", score_BL, onehot_BLS.astype(score_BL.dtype))
+  return scores_BS, jnp.any(onehot_BLS, axis=1)
+
+
+def bradley_terry_loss(chosen_score_BL, chosen_weights_BL, chosen_segment_ids_BL,
+                       rejected_score_BL, rejected_weights_BL, rejected_segment_ids_BL,
+                       max_segments: int):
+  """-log sigmoid(s_chosen - s_rejected) over pairs; segment k of both rows is one pair."""
+  chosen_BS, has_chosen_BS = segment_scores(chosen_score_BL, chosen_weights_BL,
+                                            chosen_segment_ids_BL, max_segments)
+  rejected_BS, has_rejected_BS = segment_scores(rejected_score_BL, rejected_weights_BL,
+                                                rejected_segment_ids_BL, max_segments)
+  pair_BS = (has_chosen_BS & has_rejected_BS).astype(jnp.float32)
+  margin_BS = chosen_BS - rejected_BS
+  loss = _weighted_mean(jax.nn.softplus(-margin_BS), pair_BS)
+  accuracy = _weighted_mean((margin_BS > 0).astype(jnp.float32), pair_BS)
+  return loss, accuracy
+
+
+def last_token_index(segment_ids_BL):
+  """Index of the last non-padding token of each (unpacked, right-padded) row."""
+  return jnp.sum(segment_ids_BL != 0, axis=-1) - 1
+
+
+def concat_prefix_candidate(prefix_tokens_P, prefix_length, candidate_tokens_C, candidate_length):
+  """One right-padded row [P + C]: the prefix's real tokens, then the candidate's, then 0s."""
+  total = prefix_tokens_P.shape[0] + candidate_tokens_C.shape[0]
+  index_T = jnp.arange(total)
+  from_prefix = jnp.take(prefix_tokens_P, jnp.clip(index_T, 0, prefix_tokens_P.shape[0] - 1))
+  from_candidate = jnp.take(candidate_tokens_C,
+                            jnp.clip(index_T - prefix_length, 0, candidate_tokens_C.shape[0] - 1))
+  is_prefix = index_T < prefix_length
+  is_candidate = (index_T >= prefix_length) & (index_T < prefix_length + candidate_length)
+  tokens_T = jnp.where(is_prefix, from_prefix, jnp.where(is_candidate, from_candidate, 0))
+  return tokens_T, (is_prefix | is_candidate).astype(jnp.int32)
+
+
+def score_groups(config: DecoderConfig, params, prefix_tokens_BMP, prefix_lengths_BM,
+                 candidate_tokens_BNC, candidate_lengths_BN,
+                 chunk_size: Optional[int] = None):
+  """Utilities_BNM = sigmoid(RM score) of every (candidate n, member m) pair of every group b.
+
+  Inputs are token ids, right-padded: each member's prefix (question + their opinion) and each
+  candidate (ending with EOS, as the RM tasks build it). The B*N*M sequences are assembled on
+  device. Jit this (with the batch sharded over (data, fsdp)); `chunk_size` bounds how many
+  sequences go through the backbone at once.
+  """
+  batch, members, prefix_len = prefix_tokens_BMP.shape
+  num_candidates, candidate_len = candidate_tokens_BNC.shape[1:]
+  pair = jax.vmap(jax.vmap(jax.vmap(concat_prefix_candidate, (None, None, 0, 0)),
+                           (0, 0, None, None)), (0, 0, 0, 0))
+  # -> [B, M, N, T]
+  tokens_BMNT, segments_BMNT = pair(prefix_tokens_BMP, prefix_lengths_BM, candidate_tokens_BNC,
+                                    candidate_lengths_BN)
+  length = prefix_len + candidate_len
+  tokens_XT = tokens_BMNT.reshape(-1, length)
+  segments_XT = segments_BMNT.reshape(-1, length)
+  model = RewardModel(config)
+
+  def score_rows(tokens, segments):
+    score_XT = model.apply({"params": params}, tokens, segment_ids_BL=segments)
+    return jnp.take_along_axis(score_XT, last_token_index(segments)[:, None], axis=1)[:, 0]
+
+  if chunk_size is None or chunk_size >= tokens_XT.shape[0]:
+    scores_X = score_rows(tokens_XT, segments_XT)
+  else:
+    rows = tokens_XT.shape[0]
+    padded = -(-rows // chunk_size) * chunk_size
+    pad = ((0, padded - rows), (0, 0))
+    scores_X = jax.lax.map(lambda args: score_rows(*args),
+                           (jnp.pad(tokens_XT, pad).reshape(-1, chunk_size, length),
+                            jnp.pad(segments_XT, pad, constant_values=1).reshape(
+                                -1, chunk_size, length))).reshape(-1)[:rows]
+  utilities_BMN = jax.nn.sigmoid(scores_X).reshape(batch, members, num_candidates)
+  return jnp.swapaxes(utilities_BMN, 1, 2)
