@@ -63,6 +63,12 @@ class Checkpointer:
         INPUT_ITEM: ocp.args.JsonRestore()}))
     return restored[STATE_ITEM], int(restored[INPUT_ITEM]["position"])
 
+  def input_position(self, step: int) -> int:
+    """The number of global batches consumed when `step` was saved."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{
+        INPUT_ITEM: ocp.args.JsonRestore()}))
+    return int(restored[INPUT_ITEM]["position"])
+
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()
 

@@ -70,13 +70,18 @@ def _duration(seconds: float) -> str:
 
 def progress_line(step: int, total_steps: int, scalars: Mapping[str, float],
                   eta_seconds: float) -> str:
-  """`step 120/1000 | loss 2.314 | lr 3.0e-04 | grad_norm 0.92 | 1.9 steps/s | ...`."""
+  """`step 120/1000 | loss 2.314 | lr 3.00e-04 | grad_norm 0.920 | 1.90 steps/s | ...`.
+
+  Throughput, MFU and ETA read "n/a" until a step after the first (compiling) one is timed.
+  """
   parts = [f"step {step}/{total_steps}", f"loss {scalars['loss']:.4f}",
-           f"lr {scalars['learning_rate']:.2e}", f"grad_norm {scalars['grad_norm']:.3f}",
-           f"{scalars['steps_per_second']:.2f} steps/s",
-           f"{scalars['tokens_per_second']:,.0f} tokens/s"]
-  mfu = scalars.get("mfu")
-  parts.append(f"MFU {mfu:.1%}" if mfu is not None else "MFU n/a")
+           f"lr {scalars['learning_rate']:.2e}", f"grad_norm {scalars['grad_norm']:.3f}"]
+  if "steps_per_second" in scalars:
+    parts += [f"{scalars['steps_per_second']:.2f} steps/s",
+              f"{scalars['tokens_per_second']:,.0f} tokens/s"]
+  else:
+    parts += ["steps/s n/a", "tokens/s n/a"]
+  parts.append(f"MFU {scalars['mfu']:.1%}" if "mfu" in scalars else "MFU n/a")
   parts.append(f"ETA {_duration(eta_seconds)}")
   return " | ".join(parts)
 

@@ -11,6 +11,7 @@ cluster, or set JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and JAX_PROCESS_
 environment. Each process feeds its own rows of the global batch; only process 0 writes logs,
 summaries and gin configs.
 """
+import logging as python_logging
 import os
 import sys
 
@@ -51,9 +52,17 @@ def maybe_initialize_distributed() -> None:
                jax.device_count())
 
 
+class _HideOrbaxInfo(python_logging.Filter):
+  """Orbax logs dozens of INFO lines per save; its warnings and errors still show."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return record.levelno >= python_logging.WARNING or "orbax" not in record.pathname
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_HideOrbaxInfo())
   maybe_initialize_distributed()
 
   from consensus_jax import gin_utils

@@ -141,6 +141,24 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
   return step
 
 
+def _check_finite(host_metrics: Mapping[str, float], step: int,
+                  checkpointer: checkpointing.Checkpointer) -> None:
+  """Raises before a non-finite state can be saved; earlier checkpoints are left as they are.
+
+  The params are checked too: a finite loss measures the params *before* the update, and an
+  overflowing update would otherwise be saved unnoticed.
+  """
+  watched = ("loss", "grad_norm", "param_norm")
+  if all(math.isfinite(host_metrics[name]) for name in watched):
+    return
+  checkpointer.wait_until_finished()
+  values = ", ".join(f"{name} {host_metrics[name]}" for name in watched)
+  raise NonFiniteLossError(
+      f"step {step}: {values} (not finite). Training stopped without saving this state; the "
+      f"last good checkpoint is step {checkpointer.latest_step()} in {checkpointer.directory}. "
+      "Lower the learning rate or check the data, then restart to resume from that checkpoint.")
+
+
 def _peak_flops(peak_flops_per_device: Optional[float]) -> Optional[float]:
   if peak_flops_per_device is not None:
     return peak_flops_per_device * jax.device_count()
@@ -284,6 +302,8 @@ def train(*,
   abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
                               opt_state=abstract_opt_state)
 
+  # Measured before the input pipeline starts its background threads, which would skew it.
+  peak = _peak_flops(peak_flops_per_device)
   checkpointer = checkpointing.Checkpointer(model_dir, checkpoint_every_steps, keep_checkpoints,
                                             async_save=async_checkpointing)
   try:
@@ -298,7 +318,7 @@ def train(*,
           eval_input=eval_input, eval_every_steps=eval_every_steps, eval_batches=eval_batches,
           eval_at_start=eval_at_start, num_micro_batches=num_micro_batches, seed=seed,
           checkpointer=checkpointer, checkpoint_every_steps=checkpoint_every_steps,
-          log_every_steps=log_every_steps, peak_flops_per_device=peak_flops_per_device,
+          log_every_steps=log_every_steps, peak=peak,
           total_steps=total_steps, step_hook=step_hook, console=console, writer=writer,
           state_shardings=state_shardings, replicated=replicated)
   finally:
@@ -355,7 +375,7 @@ def _evaluate(objective, eval_fn, params, eval_input, mesh, num_batches) -> dict
 
 def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, train_input,
          eval_input, eval_every_steps, eval_batches, eval_at_start, num_micro_batches, seed,
-         checkpointer, checkpoint_every_steps, log_every_steps, peak_flops_per_device,
+         checkpointer, checkpoint_every_steps, log_every_steps, peak,
          total_steps, step_hook, console, writer, state_shardings,
          replicated) -> TrainResult:
   param_shardings = state_shardings.params
@@ -377,7 +397,6 @@ def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, tr
                     in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
   tokens_per_step, flops_per_step = _tokens_and_flops(objective, first_batch,
                                                       train_input.batch_size)
-  peak = _peak_flops(peak_flops_per_device)
   console.info("Training from step %d to %d on mesh %s (%d processes); %d tokens and %.3g "
                "model FLOPs per step; peak %s FLOP/s", step, total_steps, dict(mesh.shape),
                jax.process_count(), tokens_per_step, flops_per_step,
@@ -396,8 +415,8 @@ def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, tr
     run_eval(0)
 
   step_losses: dict[int, float] = {}
-  window: list[dict[str, float]] = []
-  window_start = None  # set after the first step: compilation is not throughput
+  window: list[dict[str, float]] = []  # per-step metrics since the last log line
+  timer_start, timed_steps = None, 0  # the first step (compilation) is not timed
   run_start_step = step
   preempted = False
   batch = first_batch
@@ -409,33 +428,28 @@ def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, tr
       batch = None
       step += 1
       host_metrics = {name: float(value) for name, value in metrics.items()}
-      if not all(math.isfinite(host_metrics[k]) for k in ("loss", "grad_norm", "param_norm")):
-        checkpointer.wait_until_finished()
-        raise NonFiniteLossError(
-            f"step {step}: loss {host_metrics['loss']}, grad_norm {host_metrics['grad_norm']}, "
-            f"param_norm {host_metrics['param_norm']} (not finite). Training stopped without "
-            f"saving this state; the last good checkpoint is step "
-            f"{checkpointer.latest_step()} in {checkpointer.directory}. Lower the learning "
-            "rate or check the data, then restart to resume from that checkpoint.")
+      _check_finite(host_metrics, step, checkpointer)
       step_losses[step] = host_metrics["loss"]
+      window.append(host_metrics)
       now = time.perf_counter()
-      if window_start is None:
-        window_start, window_start_step = now, step
+      if timer_start is None:
+        timer_start = now
       else:
-        window.append(host_metrics)
+        timed_steps += 1
 
-      if (step % log_every_steps == 0 or step == total_steps) and window:
-        elapsed = now - window_start
-        steps_per_second = (step - window_start_step) / elapsed
+      if step % log_every_steps == 0 or step == total_steps:
         scalars = {name: float(np.mean([m[name] for m in window])) for name in window[0]}
-        scalars.update(steps_per_second=steps_per_second,
-                       tokens_per_second=steps_per_second * tokens_per_step)
-        if peak:
-          scalars["mfu"] = steps_per_second * flops_per_step / peak
+        eta = math.inf
+        if timed_steps:
+          steps_per_second = timed_steps / (now - timer_start)
+          scalars.update(steps_per_second=steps_per_second,
+                         tokens_per_second=steps_per_second * tokens_per_step)
+          if peak:
+            scalars["mfu"] = steps_per_second * flops_per_step / peak
+          eta = (total_steps - step) / steps_per_second
         writer.write_scalars("train", step, scalars)
-        console.info("%s", metrics_writer.progress_line(
-            step, total_steps, scalars, (total_steps - step) / steps_per_second))
-        window, window_start, window_start_step = [], now, step
+        console.info("%s", metrics_writer.progress_line(step, total_steps, scalars, eta))
+        window, timer_start, timed_steps = [], now, 0
 
       if eval_input is not None and ((eval_every_steps and step % eval_every_steps == 0)
                                      or step == total_steps):

@@ -28,12 +28,15 @@ _EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
 class DecoderLayer(nn.Module):
   config: DecoderConfig
   scanned: bool = False
+  decode_mode: Optional[str] = None
+  cache_length: int = 0
 
   @nn.compact
-  def __call__(self, x_BLE, positions_BL, mask_B11LS):
+  def __call__(self, x_BLE, positions_BL, mask_B11LS, lengths_B):
     cfg = self.config
     normed = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="pre_attention_norm")(x_BLE)
-    x_BLE = x_BLE + layers.Attention(cfg, name="attention")(normed, positions_BL, mask_B11LS)
+    attention = layers.Attention(cfg, self.decode_mode, self.cache_length, name="attention")
+    x_BLE = x_BLE + attention(normed, positions_BL, mask_B11LS, lengths_B)
     normed = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="pre_mlp_norm")(x_BLE)
     x_BLE = partitioning.constrain(x_BLE + layers.Mlp(cfg, name="mlp")(normed), _EMBED_AXES)
     return (x_BLE, None) if self.scanned else x_BLE
@@ -48,8 +51,15 @@ def _layer_class(cfg: DecoderConfig):
 
 
 class Decoder(nn.Module):
-  """Returns float32 logits_BLV and, with `return_hidden`, the final-norm hidden states_BLE."""
+  """Returns float32 logits_BLV and, with `return_hidden`, the final-norm hidden states_BLE.
+
+  For sampling, `decode_mode="prefill"` runs a right-padded prompt (segment ids mark its real
+  tokens) and fills a KV cache of `cache_length` positions; `decode_mode="step"` feeds one token
+  per row at `positions_BL` (the row's current length). Apply with `mutable=["cache"]`.
+  """
   config: DecoderConfig
+  decode_mode: Optional[str] = None
+  cache_length: int = 0
 
   @nn.compact
   def __call__(self, tokens_BL: jax.Array, positions_BL: Optional[jax.Array] = None,
@@ -61,6 +71,7 @@ class Decoder(nn.Module):
     if segment_ids_BL is None:
       segment_ids_BL = jnp.ones_like(tokens_BL)
     mask_B11LS = layers.attention_mask(segment_ids_BL)
+    lengths_B = jnp.sum(segment_ids_BL != 0, axis=-1)
 
     embedding_VE = layers.logical_param(self, "embedding", (cfg.vocab_size, cfg.d_model),
                                         ("vocab", "embed"), nn.initializers.normal(1.0))
@@ -70,12 +81,15 @@ class Decoder(nn.Module):
     layer_cls = _layer_class(cfg)
     if cfg.scan_layers:
       stack = nn.scan(layer_cls, variable_axes={"params": 0, "cache": 0},
-                      split_rngs={"params": True}, in_axes=(nn.broadcast, nn.broadcast),
+                      split_rngs={"params": True},
+                      in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
                       length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BLE, _ = stack(cfg, scanned=True, name="layers")(x_BLE, positions_BL, mask_B11LS)
+      x_BLE, _ = stack(cfg, True, self.decode_mode, self.cache_length, name="layers")(
+          x_BLE, positions_BL, mask_B11LS, lengths_B)
     else:
       for i in range(cfg.num_layers):
-        x_BLE = layer_cls(cfg, name=f"layers_{i}")(x_BLE, positions_BL, mask_B11LS)
+        x_BLE = layer_cls(cfg, False, self.decode_mode, self.cache_length, name=f"layers_{i}")(
+            x_BLE, positions_BL, mask_B11LS, lengths_B)
 
     hidden_BLE = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="final_norm")(x_BLE)
     if not compute_logits:

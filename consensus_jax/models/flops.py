@@ -30,7 +30,7 @@ def train_flops_per_token(config: DecoderConfig, seq_len: int) -> float:
   return 6.0 * matmul_params(config) + attention
 
 
-def measure_matmul_peak_flops(size: int = 2048, repeats: int = 5) -> float:
+def measure_matmul_peak_flops(size: int = 2048, repeats: int = 3) -> float:
   """Float32 matmul FLOP/s that one jitted [size, size] matmul reaches on the default device.
 
   On a CPU host this is the machine's figure (the simulated devices of a test share the same

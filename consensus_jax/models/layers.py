@@ -13,6 +13,7 @@ from jax.ad_checkpoint import checkpoint_name
 from consensus_jax import partitioning
 from consensus_jax.models.config import DecoderConfig
 
+CACHE_AXES = ("cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
 _NEG_INF = -1e30  # Finite, so fully masked rows (padding) give a uniform softmax, not NaN.
 
 
@@ -70,10 +71,15 @@ def _project_heads(x_BLE: jax.Array, w_END: jax.Array) -> jax.Array:
 class Attention(nn.Module):
   """Grouped-query self-attention (K key/value heads shared by groups of G = H / K query heads).
 
-  Projections and the attention itself are separate steps (`_project`, `_attend`) so that a KV
-  cache slots in between without changing the parameters.
+  With `decode_mode="prefill"` the keys and values of a right-padded prompt are written to a KV
+  cache of `cache_length` positions (collection "cache"), and each row's index is set to its
+  prompt length; with `decode_mode="step"` one token per row is written at that row's index and
+  attends to the cache up to it. Projections (`_project`) and attention (`_attend`) are the same
+  in every mode, so the cache adds no parameters.
   """
   config: DecoderConfig
+  decode_mode: Optional[str] = None
+  cache_length: int = 0
 
   def _project(self, x_BLE, positions_BL):
     cfg = self.config
@@ -117,11 +123,44 @@ class Attention(nn.Module):
     out_BKGLD = jnp.einsum("BKGLS,BKSD->BKGLD", probs_BKGLS, v_BKSD)
     return out_BKGLD.transpose(0, 3, 1, 2, 4).reshape(batch, length, num_heads, head_dim)
 
+  def _cache(self, batch, dtype):
+    cfg = self.config
+    shape = (batch, self.cache_length, cfg.num_kv_heads, cfg.resolved_head_dim)
+    key = self.variable("cache", "key", jnp.zeros, shape, dtype)
+    value = self.variable("cache", "value", jnp.zeros, shape, dtype)
+    index = self.variable("cache", "index", jnp.zeros, (batch,), jnp.int32)
+    return key, value, index
+
+  def _store(self, variable, value_BSKD):
+    variable.value = partitioning.constrain(value_BSKD, CACHE_AXES)
+
   @nn.compact
-  def __call__(self, x_BLE, positions_BL, mask_B11LS):
+  def __call__(self, x_BLE, positions_BL, mask_B11LS, lengths_B=None):
     cfg = self.config
     q_BLHD, k_BLKD, v_BLKD = self._project(x_BLE, positions_BL)
-    out_BLHD = self._attend(q_BLHD, k_BLKD, v_BLKD, mask_B11LS)
+    if self.decode_mode is None:
+      out_BLHD = self._attend(q_BLHD, k_BLKD, v_BLKD, mask_B11LS)
+    elif self.decode_mode == "prefill":
+      batch, length = x_BLE.shape[:2]
+      if length > self.cache_length:
+        raise ValueError(f"prefill of {length} tokens does not fit a KV cache of "
+                         f"{self.cache_length}")
+      key, value, index = self._cache(batch, k_BLKD.dtype)
+      self._store(key, key.value.at[:, :length].set(k_BLKD))
+      self._store(value, value.value.at[:, :length].set(v_BLKD))
+      index.value = lengths_B.astype(jnp.int32)
+      out_BLHD = self._attend(q_BLHD, k_BLKD, v_BLKD, mask_B11LS)
+    elif self.decode_mode == "step":
+      key, value, index = self._cache(x_BLE.shape[0], k_BLKD.dtype)
+      slots_BS = jnp.arange(self.cache_length)[None, :]
+      write_BS11 = (slots_BS == index.value[:, None])[:, :, None, None]
+      self._store(key, jnp.where(write_BS11, k_BLKD, key.value))
+      self._store(value, jnp.where(write_BS11, v_BLKD, value.value))
+      visible_B111S = (slots_BS <= index.value[:, None])[:, None, None, None, :]
+      out_BLHD = self._attend(q_BLHD, key.value, value.value, visible_B111S)
+      index.value = index.value + 1
+    else:
+      raise ValueError(f"decode_mode={self.decode_mode!r} is not None, 'prefill' or 'step'")
     wo_HDE = logical_param(self, "out", (cfg.num_heads, cfg.resolved_head_dim, cfg.d_model),
                            ("heads", "head_dim", "embed"), _fan_in_init([0, 1]))
     batch, length = out_BLHD.shape[:2]
