@@ -149,3 +149,18 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
   return Samples(jnp.take_along_axis(tokens_BNT, order_BN[..., None], axis=1),
                  jnp.take_along_axis(lengths_BN, order_BN, axis=1),
                  jnp.take_along_axis(logprobs_BN, order_BN, axis=1))
+
+
+def sharded_sampler(config: DecoderConfig, cfg: SamplerConfig, mesh: jax.sharding.Mesh):
+  """`sample` jitted with params laid out by the logical-axis rules and prompts split over the
+  batch axes; call it as fn(params, prompt_tokens_BP, prompt_lengths_B, rng) under
+  `jax.set_mesh(mesh)`. The batch must divide data x fsdp."""
+  from consensus_jax import partitioning
+  from consensus_jax.models import params as params_lib
+
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.jit(
+      lambda params, tokens, lengths, rng: sample(config, params, tokens, lengths, rng, cfg),
+      in_shardings=(params_lib.param_shardings(config, mesh),
+                    partitioning.batch_sharding(mesh, 2), partitioning.batch_sharding(mesh, 1),
+                    replicated))

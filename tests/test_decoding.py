@@ -117,13 +117,16 @@ def test_top_k_and_top_p_restrict_the_support():
 
 def test_samples_sorted_by_logprob_and_sharded_equals_single_device():
   params = _params()
-  tokens_BP, lengths_B = _prompts()
+  tokens_BP, lengths_B = decoding.pad_to_bucket(
+      [[5, 9, 13, 2, 7], [11, 3], [4, 4, 8, 20, 31, 6, 9], [17, 2, 2]], (8,), CONFIG.max_seq_len)
   cfg = decoding.SamplerConfig(max_new_tokens=8, num_samples=4, temperature=1.0, eos_id=3)
   single = _sampler(CONFIG, cfg)(params, tokens_BP, lengths_B, jax.random.key(5))
   assert np.all(np.diff(np.asarray(single.logprobs_BN), axis=1) <= 0)
   mesh = partitioning.make_mesh(data=2, tensor=4)
   with jax.set_mesh(mesh):
-    sharded = _sampler(CONFIG, cfg)(params, tokens_BP, lengths_B, jax.random.key(5))
+    sharded = decoding.sharded_sampler(CONFIG, cfg, mesh)(params, tokens_BP, lengths_B,
+                                                          jax.random.key(5))
+  assert sharded.tokens_BNT.sharding.num_devices == 8
   np.testing.assert_array_equal(sharded.tokens_BNT, single.tokens_BNT)
   np.testing.assert_array_equal(sharded.lengths_BN, single.lengths_BN)
   np.testing.assert_allclose(sharded.logprobs_BN, single.logprobs_BN, atol=1e-4)
