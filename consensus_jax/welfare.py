@@ -323,7 +323,7 @@ def strongest_paths(prefs_BNN, strength: str = "winning_votes"):
 
 
 def _rank_welfare(utilities_BNM, mask_BM, valid_BN, rule: str, params: dict[str, Any]):
-  prefs_BNN = pairwise_preferences(utilities_BNM, mask_BM, None)
+  prefs_BNN = pairwise_preferences(utilities_BNM, mask_BM, valid_BN)
   against_BNN = jnp.swapaxes(prefs_BNN, 1, 2)
   num_candidates = prefs_BNN.shape[-1]
   # Opponents: the other valid candidates.

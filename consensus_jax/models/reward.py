@@ -41,15 +41,22 @@ def _weighted_mean(values_BL, weights_BL):
   return jnp.sum(values_BL * weights_BL) / jnp.maximum(total, 1e-9)
 
 
+def regression_terms(score_BL, targets_BL):
+  """Squared error between sigmoid(score) and the normalised rating (r - 1) / 6."""
+  return jnp.square(jax.nn.sigmoid(score_BL) - targets_BL)
+
+
+def binary_cross_entropy_terms(score_BL, targets_BL):
+  """-log p(target | logit); target 1 agree, 0 disagree, 0.5 a pass (when passes are kept)."""
+  return jax.nn.softplus(score_BL) - targets_BL * score_BL
+
+
 def regression_loss(score_BL, targets_BL, weights_BL):
-  """Squared error between sigmoid(score) and the normalised rating, at weighted positions."""
-  return _weighted_mean(jnp.square(jax.nn.sigmoid(score_BL) - targets_BL), weights_BL)
+  return _weighted_mean(regression_terms(score_BL, targets_BL), weights_BL)
 
 
 def binary_cross_entropy_loss(score_BL, targets_BL, weights_BL):
-  """Votes: target 1 agree, 0 disagree (a pass is 0.5 with its configured weight, or absent)."""
-  per_position = (jax.nn.softplus(score_BL) - targets_BL * score_BL)  # -log p(target | logit)
-  return _weighted_mean(per_position, weights_BL)
+  return _weighted_mean(binary_cross_entropy_terms(score_BL, targets_BL), weights_BL)
 
 
 def segment_scores(score_BL, weights_BL, segment_ids_BL, max_segments: int):
@@ -60,16 +67,20 @@ def segment_scores(score_BL, weights_BL, segment_ids_BL, max_segments: int):
   return scores_BS, jnp.any(onehot_BLS, axis=1)
 
 
-def bradley_terry_loss(chosen_score_BL, chosen_weights_BL, chosen_segment_ids_BL,
-                       rejected_score_BL, rejected_weights_BL, rejected_segment_ids_BL,
-                       max_segments: int):
-  """-log sigmoid(s_chosen - s_rejected) over pairs; segment k of both rows is one pair."""
+def pair_margins(chosen_score_BL, chosen_weights_BL, chosen_segment_ids_BL,
+                 rejected_score_BL, rejected_weights_BL, rejected_segment_ids_BL,
+                 max_segments: int):
+  """s_chosen - s_rejected per pair [B, S] and which pairs exist; segment k of both rows pair."""
   chosen_BS, has_chosen_BS = segment_scores(chosen_score_BL, chosen_weights_BL,
                                             chosen_segment_ids_BL, max_segments)
   rejected_BS, has_rejected_BS = segment_scores(rejected_score_BL, rejected_weights_BL,
                                                 rejected_segment_ids_BL, max_segments)
-  pair_BS = (has_chosen_BS & has_rejected_BS).astype(jnp.float32)
-  margin_BS = chosen_BS - rejected_BS
+  return chosen_BS - rejected_BS, (has_chosen_BS & has_rejected_BS).astype(jnp.float32)
+
+
+def bradley_terry_loss(*pair_arrays, max_segments: int):
+  """Mean of -log sigmoid(s_chosen - s_rejected) over pairs, and the share ranked right."""
+  margin_BS, pair_BS = pair_margins(*pair_arrays, max_segments=max_segments)
   loss = _weighted_mean(jax.nn.softplus(-margin_BS), pair_BS)
   accuracy = _weighted_mean((margin_BS > 0).astype(jnp.float32), pair_BS)
   return loss, accuracy
