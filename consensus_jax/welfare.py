@@ -367,8 +367,7 @@ def _select(utilities_BNM, mask_BM, candidate_mask_BN, rule, params):
               else jnp.asarray(candidate_mask_BN).astype(bool))
   # Compare against the best *valid* welfare, so a valid candidate at -inf (nash with
   # offset 0) still beats invalid ones; argmax of a bool takes the lowest index.
-  best_B1 = jnp.max(jnp.where(valid_BN, welfare_BN, -jnp.inf), axis=-1, keepdims=True)
-  winner_B = jnp.argmax(valid_BN & (welfare_BN == best_B1), axis=-1).astype(jnp.int32)
+  winner_B = jnp.argmax(welfare_BN, axis=-1).astype(jnp.int32)
   return winner_B, welfare_BN
 
 

@@ -49,11 +49,12 @@ BATCH, NUM_CANDIDATES, NUM_MEMBERS = 96, 7, 5  # one shape for most tests: one c
 
 
 def make_inputs(seed, batch=BATCH, num_candidates=NUM_CANDIDATES, num_members=NUM_MEMBERS,
-                discrete=True, candidate_mask=True):
+                discrete=True, candidate_mask=True, garbage="finite"):
   """Random groups of 2..5 present members (at random slots) and some invalid candidates.
 
-  Absent members and invalid candidates hold NaN: no rule may read them. Discrete utilities
-  are 1..7 Likert points, so ties within and across members are frequent.
+  Discrete utilities are 1..7 Likert points, so ties within and across members are frequent.
+  Absent members and invalid candidates keep ordinary random utilities (garbage="finite": they
+  would change results if any rule read them) or hold NaN (garbage="nan").
   """
   rng = np.random.default_rng(seed)
   shape = (batch, num_candidates, num_members)
@@ -69,8 +70,9 @@ def make_inputs(seed, batch=BATCH, num_candidates=NUM_CANDIDATES, num_members=NU
     valid = rng.random((batch, num_candidates)) < 0.8
     valid[np.arange(batch), rng.integers(0, num_candidates, batch)] = True
     valid[: batch // 4] = True
-  utilities[~np.broadcast_to(mask[:, None, :], shape)] = np.nan
-  utilities[~valid] = np.nan
+  if garbage == "nan":
+    utilities[~np.broadcast_to(mask[:, None, :], shape)] = np.nan
+    utilities[~valid] = np.nan
   return utilities, mask, valid
 
 
@@ -206,6 +208,17 @@ def test_matches_per_group_reference(rule, params, discrete):
       assert ref_row[winner[b]] >= np.max(ref_row) - 1e-4 * max(1.0, abs(np.max(ref_row))), b
 
 
+@pytest.mark.parametrize("rule, params", CASES, ids=CASE_IDS)
+def test_masked_slots_are_never_read(rule, params):
+  """NaN in absent members' and invalid candidates' slots gives the very same results."""
+  finite = make_inputs(seed=17)
+  with_nan = make_inputs(seed=17, garbage="nan")
+  assert np.isnan(with_nan[0]).any()
+  for got, want in zip(run_select(*with_nan[:2], rule, params, with_nan[2]),
+                       run_select(*finite[:2], rule, params, finite[2])):
+    np.testing.assert_array_equal(got, want)
+
+
 def test_pairwise_preferences_and_paths_match_reference_counts():
   utilities, mask, valid = make_inputs(seed=4, batch=16)
   prefs = np.asarray(welfare.pairwise_preferences(utilities, mask, valid))
@@ -326,7 +339,6 @@ def test_anonymity_permuting_members_changes_nothing(rule, params):
 def test_unanimous_favourite_wins(rule, params):
   """A candidate every member strictly prefers to every other wins under every rule."""
   utilities, mask, _ = make_inputs(seed=7, candidate_mask=False)
-  utilities = np.nan_to_num(utilities, nan=0.0)
   favourite = np.random.default_rng(8).integers(0, utilities.shape[1], len(utilities))
   utilities[np.arange(len(utilities)), favourite] = 7.5  # above every 1..7 utility
   winner, _ = run_select(utilities, mask, rule, params)
@@ -425,7 +437,6 @@ def test_nash_is_the_log_of_the_shifted_product_and_clips_below_the_bound():
 @pytest.mark.parametrize("rule, params", CASES, ids=CASE_IDS)
 def test_ties_go_to_the_lowest_index_and_invalid_candidates_never_win(rule, params):
   utilities, mask, _ = make_inputs(seed=13, candidate_mask=False)
-  utilities = np.nan_to_num(utilities, nan=0.0)
   utilities[:, 2] = utilities[:, 5] = 7.5  # two identical unanimous favourites
   winner, _ = run_select(utilities, mask, rule, params)
   np.testing.assert_array_equal(winner, 2)
@@ -443,7 +454,6 @@ def test_ties_go_to_the_lowest_index_and_invalid_candidates_never_win(rule, para
 
 def test_degenerate_groups_under_jit_follow_the_documented_behaviour():
   utilities, mask, _ = make_inputs(seed=14, discrete=False, candidate_mask=False)
-  utilities = np.nan_to_num(utilities, nan=3.0)
   valid = np.ones(utilities.shape[:2], bool)
   mask[1] = False
   valid[1, 0] = False
@@ -470,15 +480,13 @@ def test_degenerate_groups_under_jit_follow_the_documented_behaviour():
 
 
 def test_nash_with_zero_offset_keeps_valid_minus_infinity_above_invalid():
-  # Every valid candidate has a member at utility 0, so log(0) = -inf; the invalid candidate 2
-  # (also -inf, by masking) must still not win.
-  utilities = np.array([[[0.0, 1.0], [0.0, 2.0], [5.0, 5.0]]], np.float32)
-  valid = np.array([[True, True, False]])
+  # Every valid candidate has a member at utility 0, so log(0) = -inf; the invalid candidate 0
+  # (also -inf, by masking) comes first but must not win.
+  utilities = np.array([[[5.0, 5.0], [0.0, 1.0], [0.0, 2.0]]], np.float32)
+  valid = np.array([[False, True, True]])
   winner, welfare_BN = welfare.select(utilities, np.ones((1, 2), bool), "nash", valid, offset=0.0)
   assert np.all(np.asarray(welfare_BN) == -np.inf)
-  assert int(winner[0]) == 0
-  winner, _ = welfare.select(utilities, np.ones((1, 2), bool), "nash", ~valid, offset=0.0)
-  assert int(winner[0]) == 2
+  assert int(winner[0]) == 1
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""Groups in, consensus statements out: tokenisation around the compiled consensus program.
+
+Input JSONL, one group per line:
+  {"id": "g1", "question": "...", "opinions": ["...", "..."]}
+  (an opinion may also be {"participant_id": "p1", "text": "..."})
+A group needs at least two members and no empty opinion; a prompt longer than the largest
+prompt bucket (or than the policy's context minus the new tokens) is an error naming the group.
+Member prefixes longer than the RM's prefix length are truncated at the end, as in training.
+"""
+import dataclasses
+import json
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+import seqio
+
+from consensus_jax import consensus, decoding
+from consensus_jax.data import prompts, tasks
+from consensus_jax.data.errors import DataError
+from consensus_jax.models.config import DecoderConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Group:
+  id: str
+  question: str
+  participant_ids: tuple[str, ...]
+  opinions: tuple[str, ...]
+
+
+def _parse_group(obj: Any, where: str) -> Group:
+  if not isinstance(obj, dict):
+    raise DataError(f"{where}: a group must be a JSON object")
+  for key in ("id", "question", "opinions"):
+    if key not in obj:
+      raise DataError(f"{where}: missing field {key!r}")
+  if not str(obj["question"]).strip():
+    raise DataError(f"{where}: empty question")
+  opinions = obj["opinions"]
+  if not isinstance(opinions, list) or len(opinions) < 2:
+    raise DataError(f"{where}: group {obj['id']!r} has {len(opinions) if isinstance(opinions, list) else 'no'} "
+                    "opinion(s); a consensus needs at least two members")
+  ids, texts = [], []
+  for i, opinion in enumerate(opinions):
+    pid, text = (opinion.get("participant_id", f"m{i + 1}"), opinion.get("text", "")) if (
+        isinstance(opinion, dict)) else (f"m{i + 1}", opinion)
+    if not isinstance(text, str) or not text.strip():
+      raise DataError(f"{where}: group {obj['id']!r}: opinion {i + 1} is empty")
+    ids.append(str(pid))
+    texts.append(text)
+  if len(set(ids)) != len(ids):
+    raise DataError(f"{where}: group {obj['id']!r}: duplicate participant ids")
+  return Group(str(obj["id"]), str(obj["question"]), tuple(ids), tuple(texts))
+
+
+def read_groups(path: str | pathlib.Path) -> list[Group]:
+  groups = []
+  with open(path) as f:
+    for line_number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{path}:{line_number}"
+      try:
+        obj = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f"{where}: malformed JSON ({e.msg})") from e
+      groups.append(_parse_group(obj, where))
+  if not groups:
+    raise DataError(f"{path}: no groups")
+  return groups
+
+
+@dataclasses.dataclass
+class ConsensusRunner:
+  policy_config: DecoderConfig
+  policy_params: Any
+  rm_config: DecoderConfig
+  rm_params: Any
+  vocabulary: seqio.Vocabulary
+  cfg: consensus.ConsensusConfig
+  rm_prefix_length: int = 128
+  rm_candidate_length: int = 96
+
+  def __post_init__(self):
+    self._program = consensus.compile_program(self.policy_config, self.rm_config, self.cfg)
+
+  def _prompts(self, groups: Sequence[Group]):
+    ids = [list(self.vocabulary.encode(prompts.sft_prompt(g.question, g.opinions)))
+           for g in groups]
+    limit = self.policy_config.max_seq_len - self.cfg.sampler.max_new_tokens
+    for group, tokens in zip(groups, ids):
+      if len(tokens) > min(limit, max(self.cfg.sampler.prompt_buckets)):
+        raise DataError(f"group {group.id!r}: its prompt is {len(tokens)} tokens, longer than "
+                        f"the largest prompt bucket {max(self.cfg.sampler.prompt_buckets)} or "
+                        f"the context left for it ({limit} = max_seq_len - max_new_tokens)")
+    return decoding.pad_to_bucket(ids, self.cfg.sampler.prompt_buckets,
+                                  self.policy_config.max_seq_len)
+
+  def _prefixes(self, groups: Sequence[Group]):
+    members = max(len(g.opinions) for g in groups)
+    prefixes_BMQ = np.zeros((len(groups), members, self.rm_prefix_length), np.int32)
+    lengths_BM = np.ones((len(groups), members), np.int32)
+    mask_BM = np.zeros((len(groups), members), bool)
+    for b, group in enumerate(groups):
+      for m, opinion in enumerate(group.opinions):
+        ids = tasks.rm_prefix_ids(self.vocabulary, prompts.rm_prefix(group.question, opinion))
+        ids = ids[:self.rm_prefix_length]
+        prefixes_BMQ[b, m, :len(ids)], lengths_BM[b, m], mask_BM[b, m] = ids, len(ids), True
+    return prefixes_BMQ, lengths_BM, mask_BM
+
+  def run(self, groups: Sequence[Group], rng: jax.Array) -> list[dict]:
+    prompt_BP, prompt_lengths_B = self._prompts(groups)
+    prefixes_BMQ, prefix_lengths_BM, mask_BM = self._prefixes(groups)
+    out = jax.device_get(self._program(self.policy_params, self.rm_params, prompt_BP,
+                                       prompt_lengths_B, prefixes_BMQ, prefix_lengths_BM,
+                                       mask_BM, rng))
+    results = []
+    for b, group in enumerate(groups):
+      candidates = []
+      for n in range(out.candidate_tokens_BNT.shape[1]):
+        tokens = out.candidate_tokens_BNT[b, n, :out.candidate_lengths_BN[b, n]].tolist()
+        tokens = [t for t in tokens if t != self.cfg.sampler.eos_id]
+        candidates.append({
+            "text": self.vocabulary.decode(tokens),
+            "valid": bool(out.candidate_valid_BN[b, n]),
+            "welfare": float(out.welfare_BN[b, n]),
+            "log_prob": float(out.candidate_logprobs_BN[b, n]),
+            "predicted_agreement": {
+                pid: round(1.0 + 6.0 * float(out.utilities_BNM[b, n, m]), 3)
+                for m, pid in enumerate(group.participant_ids)}})
+      winner = int(out.winner_B[b])
+      results.append({"id": group.id, "question": group.question, "rule": self.cfg.rule,
+                      "statement": candidates[winner]["text"], "winner_index": winner,
+                      "opinions": dict(zip(group.participant_ids, group.opinions)),
+                      "candidates": candidates})
+    return results
+
+
+def agreement_table(result: dict) -> str:
+  """A console table: members x (the chosen statement and the runner-up candidates)."""
+  order = sorted(range(len(result["candidates"])),
+                 key=lambda n: -result["candidates"][n]["welfare"])[:4]
+  members = list(result["opinions"])
+  header = "candidate".ljust(12) + "welfare".rjust(9) + "".join(m[:8].rjust(9) for m in members)
+  lines = [header]
+  for n in order:
+    c = result["candidates"][n]
+    tag = "* chosen" if n == result["winner_index"] else f"  #{n}"
+    lines.append(tag.ljust(12) + f"{c['welfare']:9.3f}" +
+                 "".join(f"{c['predicted_agreement'][m]:9.2f}" for m in members))
+  return "\n".join(lines)

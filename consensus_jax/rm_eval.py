@@ -1,0 +1,153 @@
+"""Evaluates a reward model on held-out synthetic ratings and held-out Polis votes.
+
+Scoring goes through `models.reward.score_groups`, the same on-device path the consensus program
+uses, on token ids built exactly as the RM tasks build them (prefix truncated to the inputs
+length, candidate suffix + EOS to the targets length).
+
+Synthetic rounds: MAE on the 1-7 scale (prediction 1 + 6 x utility), Pearson and Spearman over
+all (candidate, member) ratings, and pairwise accuracy within each member (pairs of candidates
+the member rated differently). Polis: AUC of the predicted agreement on held-out participants'
+agree/disagree votes (passes left out), next to chance (0.5) and the baseline that scores each
+statement by its agree rate among the conversation's training participants.
+"""
+import dataclasses
+import functools
+from typing import Any, Iterable, Sequence
+
+import jax
+import numpy as np
+import seqio
+
+from consensus_jax import rm_metrics
+from consensus_jax.data import polis, polis_examples, prompts, records, tasks
+from consensus_jax.models import reward
+from consensus_jax.models.config import DecoderConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Lengths:
+  prefix: int = 128
+  candidate: int = 96
+
+
+def _pad_rows(rows: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+  out = np.zeros((len(rows), length), np.int32)
+  lengths = np.zeros((len(rows),), np.int32)
+  for i, row in enumerate(rows):
+    row = list(row)[:length]
+    out[i, :len(row)] = row
+    lengths[i] = len(row)
+  return out, lengths
+
+
+class Scorer:
+  """Utilities for batches of groups: [B, members] prefixes x [B, candidates] candidates."""
+
+  def __init__(self, config: DecoderConfig, params: Any, vocabulary: seqio.Vocabulary,
+               lengths: Lengths, chunk_size: int = 64):
+    self.vocabulary, self.lengths, self.params = vocabulary, lengths, params
+    self._score = jax.jit(functools.partial(reward.score_groups, config,
+                                            chunk_size=chunk_size))
+
+  def prefix_ids(self, text: str) -> list[int]:
+    return tasks.rm_prefix_ids(self.vocabulary, text)[:self.lengths.prefix]
+
+  def candidate_ids(self, text: str) -> list[int]:
+    return tasks.rm_suffix_ids(self.vocabulary, text)[:self.lengths.candidate]
+
+  def utilities(self, prefixes: Sequence[Sequence[Sequence[int]]],
+                candidates: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
+    """prefixes[b][m], candidates[b][n] as id lists (ragged) -> utilities [B, N_max, M_max]."""
+    members = max(len(p) for p in prefixes)
+    num = max(len(c) for c in candidates)
+    prefix_BMQ = np.zeros((len(prefixes), members, self.lengths.prefix), np.int32)
+    prefix_len_BM = np.ones((len(prefixes), members), np.int32)
+    cand_BNC = np.zeros((len(prefixes), num, self.lengths.candidate), np.int32)
+    cand_len_BN = np.ones((len(prefixes), num), np.int32)
+    for b, (group_prefixes, group_candidates) in enumerate(zip(prefixes, candidates)):
+      rows, lens = _pad_rows(group_prefixes, self.lengths.prefix)
+      prefix_BMQ[b, :len(rows)], prefix_len_BM[b, :len(rows)] = rows, lens
+      rows, lens = _pad_rows(group_candidates, self.lengths.candidate)
+      cand_BNC[b, :len(rows)], cand_len_BN[b, :len(rows)] = rows, lens
+    return np.asarray(self._score(self.params, prefix_BMQ, prefix_len_BM, cand_BNC, cand_len_BN))
+
+
+def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
+  for start in range(0, len(items), size):
+    yield items[start:start + size]
+
+
+def evaluate_rounds(scorer: Scorer, rounds: Sequence[records.Round],
+                    groups_per_batch: int = 4) -> dict[str, float]:
+  predicted, actual = [], []
+  correct = total = 0.0
+  for batch in _batches(list(rounds), groups_per_batch):
+    prefixes = [[scorer.prefix_ids(prompts.rm_prefix(r.question.text, o.text))
+                 for o in r.opinions] for r in batch]
+    candidates = [[scorer.candidate_ids(c.text) for c in r.candidates] for r in batch]
+    utilities_BNM = scorer.utilities(prefixes, candidates)
+    for b, round_ in enumerate(batch):
+      members, cands = round_.participant_ids, round_.candidate_ids
+      ratings_NM = np.zeros((len(cands), len(members)))
+      present_NM = np.zeros((len(cands), len(members)), bool)
+      for m, member in enumerate(members):
+        for n, cand in enumerate(cands):
+          rating = round_.agreement.get(member, {}).get(cand)
+          if rating is not None:
+            ratings_NM[n, m], present_NM[n, m] = rating, True
+      predicted_NM = 1.0 + 6.0 * utilities_BNM[b, :len(cands), :len(members)]
+      predicted += list(predicted_NM[present_NM])
+      actual += list(ratings_NM[present_NM])
+      c, t = rm_metrics.pairwise_accuracy(predicted_NM, ratings_NM, present_NM)
+      correct, total = correct + c, total + t
+  predicted, actual = np.asarray(predicted), np.asarray(actual)
+  return {"groups": len(rounds), "ratings": int(actual.size),
+          "mae_1_to_7": float(np.mean(np.abs(predicted - actual))),
+          "pearson": rm_metrics.pearson(predicted, actual),
+          "spearman": rm_metrics.spearman(predicted, actual),
+          "pairwise_accuracy": correct / max(total, 1), "pairs": int(total)}
+
+
+def evaluate_polis(scorer: Scorer, conversation: polis.Conversation,
+                   heldout_fraction: float = 0.2, seed: int = 0,
+                   max_examples: int | None = None, batch_size: int = 32) -> dict[str, float]:
+  split = polis_examples.split_participants(conversation, heldout_fraction, seed)
+  train_rows = np.isin(conversation.participant_ids, split["train"])
+  seen = conversation.seen_PC[train_rows]
+  votes = conversation.votes_PC[train_rows]
+  agrees = np.sum(seen & (votes == polis.AGREE), axis=0)
+  disagrees = np.sum(seen & (votes == polis.DISAGREE), axis=0)
+  # Laplace smoothing: a statement no training participant voted on scores 0.5.
+  agree_rate = dict(zip(conversation.comment_ids.tolist(),
+                        (agrees + 1) / (agrees + disagrees + 2)))
+  examples = [e for e in polis_examples.vote_examples(conversation, split["heldout"], seed=seed)
+              if e.vote != polis.PASS]
+  if max_examples is not None:
+    examples = examples[:max_examples]
+  scores = []
+  for batch in _batches(examples, batch_size):
+    utilities = scorer.utilities([[scorer.prefix_ids(e.prefix)] for e in batch],
+                                 [[scorer.candidate_ids(e.candidate)] for e in batch])
+    scores += list(utilities[:, 0, 0])
+  labels = [int(e.vote == polis.AGREE) for e in examples]
+  return {"heldout_participants": int(len(split["heldout"])), "votes": len(examples),
+          "agree_share": float(np.mean(labels)) if labels else float("nan"),
+          "auc_reward_model": rm_metrics.auc(scores, labels),
+          "auc_chance": 0.5,
+          "auc_statement_agree_rate": rm_metrics.auc(
+              [agree_rate[e.comment_id] for e in examples], labels)}
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+  keys = sorted({k for metrics in results.values() for k in metrics})
+  lines = ["| set | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+  for name, metrics in results.items():
+    cells = [_format(metrics.get(k, "")) for k in keys]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _format(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.3f}"
+  return str(value)
