@@ -235,14 +235,14 @@ def _sum_present(values_BNM, present_B1M):
 def _power_mean(x_BNM, present_B1M, count_B1, p: float):
   """Generalised mean of the present x >= 0 (sorted ascending along members)."""
   if p == -math.inf:
-    return x_BNM[..., 0]
+    return jnp.min(jnp.where(present_B1M, x_BNM, jnp.inf), -1)
   if p == math.inf:
     return jnp.max(jnp.where(present_B1M, x_BNM, -jnp.inf), axis=-1)
   if p == 0:
     return jnp.exp(_sum_present(jnp.log(x_BNM), present_B1M) / count_B1)
   # Scaling by the extreme that dominates (min for p < 0, max for p > 0) keeps every
   # (x / c)^p in [0, 1], so no |p| overflows; expm1/log1p keep p near 0 accurate.
-  scale_BN = x_BNM[..., 0] if p < 0 else jnp.max(jnp.where(present_B1M, x_BNM, 0), axis=-1)
+  scale_BN = jnp.min(jnp.where(present_B1M, x_BNM, jnp.inf), -1) if p < 0 else jnp.max(jnp.where(present_B1M, x_BNM, 0), axis=-1)
   positive_BN = scale_BN > 0
   safe_scale_BN = jnp.where(positive_BN, scale_BN, 1)
   log_ratio_BNM = jnp.log(x_BNM / safe_scale_BN[..., None])
@@ -256,15 +256,15 @@ def _cardinal_welfare(utilities_BNM, mask_BM, rule: str, params: dict[str, Any])
   num_members = utilities_BNM.shape[-1]
   count_B = jnp.sum(mask_BM, axis=-1)
   # Canonical order: present members first, ascending; see "Tie-breaking" in the docstring.
-  sorted_BNM = jnp.sort(jnp.where(mask_BM[:, None, :], utilities_BNM, jnp.inf), axis=-1)
-  present_B1M = (jnp.arange(num_members)[None, :] < count_B[:, None])[:, None, :]
+  sorted_BNM = jnp.where(mask_BM[:, None, :], utilities_BNM, jnp.inf)
+  present_B1M = mask_BM[:, None, :]
   count_B1 = jnp.maximum(count_B, 1).astype(sorted_BNM.dtype)[:, None]
   values_BNM = jnp.where(present_B1M, sorted_BNM, 0)
 
   if rule == "utilitarian":
     return jnp.sum(values_BNM, axis=-1) / count_B1
   if rule == "rawlsian":
-    return sorted_BNM[..., 0]
+    return jnp.min(sorted_BNM, -1)
   if rule == "gini":
     # mean_{i,j} min(u_i, u_j): the k-th smallest (0-based) is the min of 2 (n - k) - 1
     # ordered pairs. Integer weights keep integer utilities exact, so ties stay exact.
@@ -367,7 +367,8 @@ def _select(utilities_BNM, mask_BM, candidate_mask_BN, rule, params):
               else jnp.asarray(candidate_mask_BN).astype(bool))
   # Compare against the best *valid* welfare, so a valid candidate at -inf (nash with
   # offset 0) still beats invalid ones; argmax of a bool takes the lowest index.
-  winner_B = jnp.argmax(welfare_BN, axis=-1).astype(jnp.int32)
+  best_B1 = jnp.max(jnp.where(valid_BN, welfare_BN, -jnp.inf), axis=-1, keepdims=True)
+  winner_B = jnp.argmax(valid_BN & (welfare_BN == best_B1), axis=-1).astype(jnp.int32)
   return winner_B, welfare_BN
 
 

@@ -107,3 +107,32 @@ def test_unsupported_config_is_rejected(tmp_path):
   (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
   with pytest.raises(hf_import.CheckpointError, match="rope type 'linear'"):
     hf_import.from_hf(tmp_path / "hf")
+
+
+def test_convert_cli_writes_a_checkpoint_the_trainer_can_load(tmp_path):
+  import subprocess
+  import sys
+
+  import gin
+  import jax
+
+  from consensus_jax import checkpointing
+  from consensus_jax.models import params as params_lib
+  from consensus_jax.models.config import DecoderConfig
+
+  model = hf_fixtures.save_random_llama(tmp_path / "hf", num_heads=4, num_kv_heads=2)
+  result = subprocess.run(
+      [sys.executable, "-m", "consensus_jax.models.convert_hf", f"--hf_dir={tmp_path / 'hf'}",
+       f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300,
+      env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+  assert result.returncode == 0, result.stderr[-2000:]
+  gin.clear_config()
+  gin.parse_config_file(str(tmp_path / "out" / "model.gin"))
+  config = DecoderConfig()
+  gin.clear_config()
+  assert (config.num_kv_heads, config.d_model, config.norm_eps) == (2, 64, 1e-6)
+  params = checkpointing.load_params(tmp_path / "out" / "params",
+                                     params_lib.abstract_params(config))
+  tokens = _tokens(97)
+  np.testing.assert_allclose(_our_logits(config, jax.device_get(params), tokens),
+                             hf_fixtures.hf_logits(model, tokens), atol=1e-4, rtol=0)
