@@ -54,19 +54,19 @@ Cardinal rules (welfare in utility units unless stated; n = number of present me
   1..7 Likert scale); utilities below it are clipped to it (validate_inputs rejects them).
   `offset` >= 0 keeps a member at the bound from sending log(x) to -inf; the smaller it is, the
   closer such a member comes to a veto.
-  nash          mean(log x): the log of the Nash product, per member.
+  nash          mean(log x) = log(prod x) / n: the log of the Nash product, per member.
   power_mean    generalised mean M_p(x) = (mean x^p)^(1/p), shifted back to utility units:
                 M_p(x) + lower_bound - offset. Param p (required, any real or +-inf):
-                p = 1 is utilitarian (exactly mean(u) for u >= lower_bound), p = 0 is the
+                p = 1 is utilitarian (mean(u) for u >= lower_bound), p = 0 is the
                 geometric mean exp(nash), p -> -inf the minimum (p = -inf is exactly
-                rawlsian), p = +inf the maximum. Evaluated as c * exp(log1p(mean(expm1(p *
+                rawlsian on u >= lower_bound), p = +inf the maximum. Evaluated as c * exp(log1p(mean(expm1(p *
                 log(x / c)))) / p) with c the minimum (p < 0) or maximum (p > 0) of x: no
                 overflow for large |p|, and continuous through p -> 0.
   isoelastic    Atkinson's family with inequality aversion `epsilon` >= 0 (required), in its
                 equally-distributed-equivalent form: power_mean with p = 1 - epsilon. So
                 epsilon = 0 is utilitarian, epsilon = 1 is exp(nash) + lower_bound - offset
                 (same ranking as nash), epsilon -> inf approaches rawlsian (epsilon = inf is
-                exactly rawlsian on u >= lower_bound). The classic form
+                rawlsian on u >= lower_bound). The classic form
                 mean(x^(1 - eps)) / (1 - eps) is a strictly increasing function of this one
                 (same selection), but overflows and loses its scale as eps grows.
 
@@ -81,12 +81,13 @@ strictly greater than for j (equal utilities: no preference, the member abstains
   schulze       Schulze's method. Links: strength="winning_votes" (default) uses prefs[i, j]
                 where prefs[i, j] > prefs[j, i], else 0; strength="margins" uses
                 prefs[i, j] - prefs[j, i] where positive. Strongest (widest) paths by
-                Floyd-Warshall over intermediate candidates k (a lax.fori_loop, vectorised over
-                the batch and all pairs). welfare = number of candidates j that i beats in the
-                strongest-path relation (paths[i, j] > paths[j, i]). That relation is
-                transitive, so a candidate beaten by j has fewer wins than j: the argmax is
-                always unbeaten, i.e. a Schulze winner; among several Schulze winners the one
-                with most wins, then the lowest index, is selected.
+                Floyd-Warshall over intermediate candidates k (unrolled; a lax.fori_loop
+                beyond 64 candidates), vectorised over the batch and all pairs.
+                welfare = number of candidates j that i beats in the strongest-path relation
+                (paths[i, j] > paths[j, i]). That relation is transitive, so a candidate
+                beaten by j has fewer wins than j: the argmax is always unbeaten, i.e. a
+                Schulze winner; among several Schulze winners the one with most wins, then
+                the lowest index, is selected.
 
 The rules `utilitarian, nash, isoelastic (finite epsilon), power_mean (finite p), gini, borda,
 copeland` are strictly Pareto: a candidate that some member likes more and no member likes less
@@ -225,28 +226,55 @@ def validate_inputs(utilities_BNM, mask_BM, candidate_mask_BN=None, rule: Option
 
 
 # ------------------------------------------------------------------------------------------
-# Cardinal rules, on each candidate's present utilities sorted ascending.
+# Cardinal rules, on each candidate's present utilities sorted ascending. The members are held
+# as a Python list of [batch, candidates] arrays, one per rank: XLA then fuses the whole rule
+# into a few elementwise loops over contiguous memory (reducing a minor axis of 3..5 members,
+# or jnp.sort over it, is an order of magnitude slower on CPU).
+
+_MAX_NETWORK_MEMBERS = 16  # above this, jnp.sort beats an O(M^2) comparator network
 
 
-def _sum_present(values_BNM, present_B1M):
-  return jnp.sum(jnp.where(present_B1M, values_BNM, 0), axis=-1)
+def _sort_ascending(columns_BN: list) -> list:
+  """Sorts M arrays elementwise (the k-th output holds the k-th smallest), by a sorting network."""
+  columns_BN = list(columns_BN)
+  num = len(columns_BN)
+  if num > _MAX_NETWORK_MEMBERS:
+    sorted_BNM = jnp.sort(jnp.stack(columns_BN, axis=-1), axis=-1)
+    return [sorted_BNM[..., k] for k in range(num)]
+  # Odd-even transposition sort: num rounds of compare-exchange on alternating neighbour pairs.
+  for round_index in range(num):
+    for k in range(round_index % 2, num - 1, 2):
+      low, high = columns_BN[k], columns_BN[k + 1]
+      columns_BN[k], columns_BN[k + 1] = jnp.minimum(low, high), jnp.maximum(low, high)
+  return columns_BN
 
 
-def _power_mean(x_BNM, present_B1M, count_B1, p: float):
-  """Generalised mean of the present x >= 0 (sorted ascending along members)."""
+def _sum_present(terms_BN: list, present_B1: list):
+  """Sum over the present ranks, always in rank order (so equal multisets give equal bits)."""
+  total_BN = jnp.where(present_B1[0], terms_BN[0], 0)
+  for term_BN, present in zip(terms_BN[1:], present_B1[1:]):
+    total_BN = total_BN + jnp.where(present, term_BN, 0)
+  return total_BN
+
+
+def _power_mean(ranked_BN: list, present_B1: list, count_B1, p: float):
+  """Generalised mean of the present x >= 0, given sorted ascending by rank."""
   if p == -math.inf:
-    return jnp.min(jnp.where(present_B1M, x_BNM, jnp.inf), -1)
+    return ranked_BN[0]
+  top_BN = ranked_BN[0]  # the largest present value: the last present rank
+  for x_BN, present in zip(ranked_BN[1:], present_B1[1:]):
+    top_BN = jnp.where(present, x_BN, top_BN)
   if p == math.inf:
-    return jnp.max(jnp.where(present_B1M, x_BNM, -jnp.inf), axis=-1)
+    return top_BN
   if p == 0:
-    return jnp.exp(_sum_present(jnp.log(x_BNM), present_B1M) / count_B1)
+    return jnp.exp(_sum_present([jnp.log(x) for x in ranked_BN], present_B1) / count_B1)
   # Scaling by the extreme that dominates (min for p < 0, max for p > 0) keeps every
   # (x / c)^p in [0, 1], so no |p| overflows; expm1/log1p keep p near 0 accurate.
-  scale_BN = jnp.min(jnp.where(present_B1M, x_BNM, jnp.inf), -1) if p < 0 else jnp.max(jnp.where(present_B1M, x_BNM, 0), axis=-1)
+  scale_BN = ranked_BN[0] if p < 0 else top_BN
   positive_BN = scale_BN > 0
   safe_scale_BN = jnp.where(positive_BN, scale_BN, 1)
-  log_ratio_BNM = jnp.log(x_BNM / safe_scale_BN[..., None])
-  mean_BN = _sum_present(jnp.expm1(p * log_ratio_BNM), present_B1M) / count_B1
+  terms_BN = [jnp.expm1(p * jnp.log(x / safe_scale_BN)) for x in ranked_BN]
+  mean_BN = _sum_present(terms_BN, present_B1) / count_B1
   mean_power_BN = safe_scale_BN * jnp.exp(jnp.log1p(mean_BN) / p)
   # A zero x with p < 0 (only possible with offset = 0) pulls the mean to 0, as in the limit.
   return jnp.where(positive_BN, mean_power_BN, 0)
@@ -254,50 +282,79 @@ def _power_mean(x_BNM, present_B1M, count_B1, p: float):
 
 def _cardinal_welfare(utilities_BNM, mask_BM, rule: str, params: dict[str, Any]):
   num_members = utilities_BNM.shape[-1]
-  count_B = jnp.sum(mask_BM, axis=-1)
+  count_B1 = jnp.sum(mask_BM, axis=-1, dtype=jnp.int32)[:, None]
   # Canonical order: present members first, ascending; see "Tie-breaking" in the docstring.
-  sorted_BNM = jnp.where(mask_BM[:, None, :], utilities_BNM, jnp.inf)
-  present_B1M = mask_BM[:, None, :]
-  count_B1 = jnp.maximum(count_B, 1).astype(sorted_BNM.dtype)[:, None]
-  values_BNM = jnp.where(present_B1M, sorted_BNM, 0)
+  ranked_BN = _sort_ascending(
+      [jnp.where(mask_BM[:, m, None], utilities_BNM[:, :, m], jnp.inf)
+       for m in range(num_members)])
+  present_B1 = [count_B1 > k for k in range(num_members)]
+  float_count_B1 = jnp.maximum(count_B1, 1).astype(utilities_BNM.dtype)
 
   if rule == "utilitarian":
-    return jnp.sum(values_BNM, axis=-1) / count_B1
+    return _sum_present(ranked_BN, present_B1) / float_count_B1
   if rule == "rawlsian":
-    return jnp.min(sorted_BNM, -1)
+    return ranked_BN[0]
   if rule == "gini":
     # mean_{i,j} min(u_i, u_j): the k-th smallest (0-based) is the min of 2 (n - k) - 1
     # ordered pairs. Integer weights keep integer utilities exact, so ties stay exact.
-    weights_B1M = jnp.where(
-        present_B1M, 2 * (count_B[:, None, None] - jnp.arange(num_members)) - 1, 0)
-    return jnp.sum(weights_B1M * values_BNM, axis=-1) / (count_B1 * count_B1)
+    weighted_BN = [(2 * (count_B1 - k) - 1) * x for k, x in enumerate(ranked_BN)]
+    return _sum_present(weighted_BN, present_B1) / (float_count_B1 * float_count_B1)
 
   lower_bound, offset = params["lower_bound"], params["offset"]
-  shifted_BNM = jnp.where(present_B1M, jnp.maximum(sorted_BNM - lower_bound, 0) + offset, 1)
+  # Absent ranks hold 1 (log 0, ratio 1) so no inf/NaN arises even where they are masked off.
+  shifted_BN = [jnp.where(present, jnp.maximum(x - lower_bound, 0) + offset, 1)
+                for x, present in zip(ranked_BN, present_B1)]
   if rule == "nash":
-    return _sum_present(jnp.log(shifted_BNM), present_B1M) / count_B1
+    return _sum_present([jnp.log(x) for x in shifted_BN], present_B1) / float_count_B1
   p = 1.0 - params["epsilon"] if rule == "isoelastic" else params["p"]
-  return _power_mean(shifted_BNM, present_B1M, count_B1, p) + (lower_bound - offset)
+  return _power_mean(shifted_BN, present_B1, float_count_B1, p) + (lower_bound - offset)
 
 
 # ------------------------------------------------------------------------------------------
 # Rank-based rules.
 
 
-def pairwise_preferences(utilities_BNM, mask_BM, candidate_mask_BN=None):
-  """prefs_BNN[b, i, j]: present members of group b with utility(i) > utility(j), as int32.
+_MAX_UNROLLED_MEMBERS = 64  # beyond this, one [B, N, N, M] reduction keeps the graph small
 
-  Rows and columns of invalid candidates are 0; equal utilities count for neither side.
+
+def _count_dtype(num_members: int):
+  # Counts never exceed the member count; the narrowest type that holds them cuts the memory
+  # traffic of the O(N^3) path search (the cost on CPU) by up to 4x.
+  if num_members <= np.iinfo(np.int8).max:
+    return jnp.int8
+  return jnp.int16 if num_members <= np.iinfo(np.int16).max else jnp.int32
+
+
+def pairwise_preferences(utilities_BNM, mask_BM, candidate_mask_BN=None):
+  """prefs_BNN[b, i, j]: present members of group b with utility(i) > utility(j).
+
+  Rows and columns of invalid candidates are 0; equal utilities count for neither side. The
+  dtype is the narrowest signed integer that holds the member count (int8 for <= 127 members).
   """
   _check_shapes(utilities_BNM, mask_BM, candidate_mask_BN)
   utilities_BNM = jnp.asarray(utilities_BNM)
-  member_present_B11M = jnp.asarray(mask_BM).astype(bool)[:, None, None, :]
-  prefers_BNNM = (utilities_BNM[:, :, None, :] > utilities_BNM[:, None, :, :]) & member_present_B11M
-  prefs_BNN = jnp.sum(prefers_BNNM, axis=-1, dtype=jnp.int32)
+  mask_BM = jnp.asarray(mask_BM).astype(bool)
+  num_members = utilities_BNM.shape[-1]
+  count_dtype = _count_dtype(num_members)
+  if num_members <= _MAX_UNROLLED_MEMBERS:
+    # One [B, N, N] comparison per member, summed elementwise: about 2x faster on CPU than
+    # materialising [B, N, N, M] and reducing its short minor axis.
+    prefs_BNN = jnp.zeros(utilities_BNM.shape[:2] + utilities_BNM.shape[1:2], count_dtype)
+    for m in range(num_members):
+      column_BN = utilities_BNM[:, :, m]
+      prefers_BNN = (column_BN[:, :, None] > column_BN[:, None, :]) & mask_BM[:, m, None, None]
+      prefs_BNN = prefs_BNN + prefers_BNN.astype(count_dtype)
+  else:
+    prefers_BNNM = ((utilities_BNM[:, :, None, :] > utilities_BNM[:, None, :, :])
+                    & mask_BM[:, None, None, :])
+    prefs_BNN = jnp.sum(prefers_BNNM, axis=-1, dtype=count_dtype)
   if candidate_mask_BN is not None:
     valid_BN = jnp.asarray(candidate_mask_BN).astype(bool)
     prefs_BNN = jnp.where(valid_BN[:, :, None] & valid_BN[:, None, :], prefs_BNN, 0)
   return prefs_BNN
+
+
+_MAX_UNROLLED_CANDIDATES = 64  # beyond this, a fori_loop keeps compile time flat
 
 
 def strongest_paths(prefs_BNN, strength: str = "winning_votes"):
@@ -308,17 +365,26 @@ def strongest_paths(prefs_BNN, strength: str = "winning_votes"):
   prefs_BNN = jnp.asarray(prefs_BNN)
   against_BNN = jnp.swapaxes(prefs_BNN, 1, 2)
   link_value_BNN = prefs_BNN if strength == "winning_votes" else prefs_BNN - against_BNN
-  links_BNN = jnp.where(prefs_BNN > against_BNN, link_value_BNN, 0)
+  links_BNN = jnp.where(prefs_BNN > against_BNN, link_value_BNN, 0).astype(prefs_BNN.dtype)
 
-  def relax_through(k, paths_BNN):
-    # Updating i == k, j == k or i == j as well is harmless: those entries can only grow on the
-    # diagonal, and the diagonal never raises an off-diagonal min(); no masking needed.
-    to_k_BN1 = lax.dynamic_slice_in_dim(paths_BNN, k, 1, axis=2)
-    from_k_B1N = lax.dynamic_slice_in_dim(paths_BNN, k, 1, axis=1)
+  # Floyd-Warshall over intermediate candidates k. Updating i == k, j == k or i == j as well is
+  # harmless: those entries can only grow on the diagonal, and the diagonal never raises an
+  # off-diagonal min(); so no masking is needed.
+  def relax_through(paths_BNN, to_k_BN1, from_k_B1N):
     return jnp.maximum(paths_BNN, jnp.minimum(to_k_BN1, from_k_B1N))
 
   num_candidates = prefs_BNN.shape[-1]
-  paths_BNN = lax.fori_loop(0, num_candidates, relax_through, links_BNN)
+  paths_BNN = links_BNN
+  if num_candidates <= _MAX_UNROLLED_CANDIDATES:
+    # Static slices: measured several times faster on CPU than a fori_loop's dynamic slices.
+    for k in range(num_candidates):
+      paths_BNN = relax_through(paths_BNN, paths_BNN[:, :, k:k + 1], paths_BNN[:, k:k + 1, :])
+  else:
+    paths_BNN = lax.fori_loop(
+        0, num_candidates,
+        lambda k, paths: relax_through(paths, lax.dynamic_slice_in_dim(paths, k, 1, axis=2),
+                                       lax.dynamic_slice_in_dim(paths, k, 1, axis=1)),
+        links_BNN)
   return jnp.where(jnp.eye(num_candidates, dtype=bool), 0, paths_BNN)
 
 
@@ -330,10 +396,12 @@ def _rank_welfare(utilities_BNM, mask_BM, valid_BN, rule: str, params: dict[str,
   opponent_BNN = valid_BN[:, None, :] & ~jnp.eye(num_candidates, dtype=bool)
   if rule == "borda":
     count_B11 = jnp.sum(mask_BM, axis=-1, dtype=jnp.int32)[:, None, None]
-    doubled_points_BNN = jnp.where(opponent_BNN, count_B11 + prefs_BNN - against_BNN, 0)
+    margin_BNN = prefs_BNN.astype(jnp.int32) - against_BNN
+    doubled_points_BNN = jnp.where(opponent_BNN, count_B11 + margin_BNN, 0)
     return jnp.sum(doubled_points_BNN, axis=-1).astype(jnp.float32) / 2
   if rule == "copeland":
-    half_points_BNN = jnp.where(prefs_BNN > against_BNN, 2, jnp.where(prefs_BNN == against_BNN, 1, 0))
+    half_points_BNN = jnp.where(prefs_BNN > against_BNN, 2,
+                                jnp.where(prefs_BNN == against_BNN, 1, 0))
     return jnp.sum(jnp.where(opponent_BNN, half_points_BNN, 0), axis=-1).astype(jnp.float32) / 2
   paths_BNN = strongest_paths(prefs_BNN, params["strength"])
   beats_BNN = paths_BNN > jnp.swapaxes(paths_BNN, 1, 2)
@@ -366,10 +434,15 @@ def _select(utilities_BNM, mask_BM, candidate_mask_BN, rule, params):
   valid_BN = (jnp.ones(welfare_BN.shape, bool) if candidate_mask_BN is None
               else jnp.asarray(candidate_mask_BN).astype(bool))
   # Compare against the best *valid* welfare, so a valid candidate at -inf (nash with
-  # offset 0) still beats invalid ones; argmax of a bool takes the lowest index.
+  # offset 0) still beats invalid ones.
   best_B1 = jnp.max(jnp.where(valid_BN, welfare_BN, -jnp.inf), axis=-1, keepdims=True)
-  winner_B = jnp.argmax(valid_BN & (welfare_BN == best_B1), axis=-1).astype(jnp.int32)
-  return winner_B, welfare_BN
+  num_candidates = welfare_BN.shape[-1]
+  # The lowest best index as a plain min-reduction: XLA's argmax (a variadic reduce) costs
+  # several times the whole welfare computation on CPU.
+  index_BN = jnp.where(valid_BN & (welfare_BN == best_B1),
+                       jnp.arange(num_candidates, dtype=jnp.int32), num_candidates)
+  winner_B = jnp.min(index_BN, axis=-1)
+  return jnp.where(winner_B == num_candidates, 0, winner_B), welfare_BN
 
 
 _welfare_jit = jax.jit(_welfare, static_argnames=("rule", "params"))

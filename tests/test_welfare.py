@@ -219,7 +219,7 @@ def test_masked_slots_are_never_read(rule, params):
     np.testing.assert_array_equal(got, want)
 
 
-def test_pairwise_preferences_and_paths_match_reference_counts():
+def test_pairwise_preferences_match_reference_counts():
   utilities, mask, valid = make_inputs(seed=4, batch=16)
   prefs = np.asarray(welfare.pairwise_preferences(utilities, mask, valid))
   for b in range(len(utilities)):
@@ -227,6 +227,29 @@ def test_pairwise_preferences_and_paths_match_reference_counts():
       expected = (int(np.sum(utilities[b, i, mask[b]] > utilities[b, j, mask[b]]))
                   if valid[b, i] and valid[b, j] else 0)
       assert prefs[b, i, j] == expected
+
+
+@pytest.mark.parametrize("rule", ["utilitarian", "rawlsian", "gini", "nash", "power_mean"])
+def test_many_members_use_jnp_sort_and_still_match_the_reference(rule):
+  params = {"p": -2.0} if rule == "power_mean" else {}
+  utilities, mask, valid = make_inputs(seed=18, batch=8, num_members=20, discrete=False)
+  assert utilities.shape[-1] > welfare._MAX_NETWORK_MEMBERS
+  _, welfare_BN = run_select(utilities, mask, rule, params, valid)
+  np.testing.assert_allclose(welfare_BN, ref_welfare(utilities, mask, valid, rule, params),
+                             rtol=2e-5)
+
+
+def test_fallback_loops_equal_the_unrolled_ones(monkeypatch):
+  rng = np.random.default_rng(19)
+  utilities = rng.integers(1, 8, (3, 70, 70)).astype(np.float32)
+  mask = rng.random((3, 70)) < 0.7
+  prefs = np.asarray(welfare.pairwise_preferences(utilities, mask))  # 70 > 64: one reduction
+  paths = np.asarray(welfare.strongest_paths(prefs))  # 70 > 64: fori_loop
+  monkeypatch.setattr(welfare, "_MAX_UNROLLED_MEMBERS", 100)
+  monkeypatch.setattr(welfare, "_MAX_UNROLLED_CANDIDATES", 100)
+  np.testing.assert_array_equal(np.asarray(welfare.pairwise_preferences(utilities, mask)), prefs)
+  np.testing.assert_array_equal(np.asarray(welfare.strongest_paths(prefs)), paths)
+  assert paths.max() > 0 and (paths != np.where(prefs > prefs.transpose(0, 2, 1), prefs, 0)).any()
 
 
 # ------------------------------------------------------------------------------------------
