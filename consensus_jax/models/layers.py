@@ -13,7 +13,9 @@ from jax.ad_checkpoint import checkpoint_name
 from consensus_jax import partitioning
 from consensus_jax.models.config import DecoderConfig
 
-CACHE_AXES = ("cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
+# The cache is stored heads-major, [batch, kv_heads, length, head_dim]: the layout attention
+# reads, so a decode step never transposes the whole cache.
+CACHE_AXES = ("cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
 _NEG_INF = -1e30  # Finite, so fully masked rows (padding) give a uniform softmax, not NaN.
 
 
@@ -106,7 +108,7 @@ class Attention(nn.Module):
     return q_BLHD, partitioning.constrain(k_BLKD, kv_axes), partitioning.constrain(v_BLKD,
                                                                                  kv_axes)
 
-  def _attend(self, q_BLHD, k_BSKD, v_BSKD, mask_B11LS):
+  def _attend(self, q_BLHD, k_BKSD, v_BKSD, mask_B11LS):
     cfg = self.config
     batch, length, num_heads, head_dim = q_BLHD.shape
     groups = num_heads // cfg.num_kv_heads
@@ -114,8 +116,6 @@ class Attention(nn.Module):
     # einsum with heads in the middle runs several times slower, forward and backward.
     q_BKGLD = q_BLHD.reshape(batch, length, cfg.num_kv_heads, groups, head_dim).transpose(
         0, 2, 3, 1, 4)
-    k_BKSD = k_BSKD.transpose(0, 2, 1, 3)
-    v_BKSD = v_BSKD.transpose(0, 2, 1, 3)
     scores_BKGLS = jnp.einsum("BKGLD,BKSD->BKGLS", q_BKGLD, k_BKSD,
                               preferred_element_type=jnp.float32) * head_dim ** -0.5
     scores_BKGLS = jnp.where(mask_B11LS, scores_BKGLS, _NEG_INF)
@@ -125,37 +125,38 @@ class Attention(nn.Module):
 
   def _cache(self, batch, dtype):
     cfg = self.config
-    shape = (batch, self.cache_length, cfg.num_kv_heads, cfg.resolved_head_dim)
+    shape = (batch, cfg.num_kv_heads, self.cache_length, cfg.resolved_head_dim)
     key = self.variable("cache", "key", jnp.zeros, shape, dtype)
     value = self.variable("cache", "value", jnp.zeros, shape, dtype)
     index = self.variable("cache", "index", jnp.zeros, (batch,), jnp.int32)
     return key, value, index
 
-  def _store(self, variable, value_BSKD):
-    variable.value = partitioning.constrain(value_BSKD, CACHE_AXES)
+  def _store(self, variable, value_BKSD):
+    variable.value = partitioning.constrain(value_BKSD, CACHE_AXES)
 
   @nn.compact
   def __call__(self, x_BLE, positions_BL, mask_B11LS, lengths_B=None):
     cfg = self.config
     q_BLHD, k_BLKD, v_BLKD = self._project(x_BLE, positions_BL)
+    k_BKLD, v_BKLD = k_BLKD.transpose(0, 2, 1, 3), v_BLKD.transpose(0, 2, 1, 3)
     if self.decode_mode is None:
-      out_BLHD = self._attend(q_BLHD, k_BLKD, v_BLKD, mask_B11LS)
+      out_BLHD = self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
     elif self.decode_mode == "prefill":
       batch, length = x_BLE.shape[:2]
       if length > self.cache_length:
         raise ValueError(f"prefill of {length} tokens does not fit a KV cache of "
                          f"{self.cache_length}")
       key, value, index = self._cache(batch, k_BLKD.dtype)
-      self._store(key, key.value.at[:, :length].set(k_BLKD))
-      self._store(value, value.value.at[:, :length].set(v_BLKD))
+      self._store(key, key.value.at[:, :, :length].set(k_BKLD))
+      self._store(value, value.value.at[:, :, :length].set(v_BKLD))
       index.value = lengths_B.astype(jnp.int32)
-      out_BLHD = self._attend(q_BLHD, k_BLKD, v_BLKD, mask_B11LS)
+      out_BLHD = self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
     elif self.decode_mode == "step":
       key, value, index = self._cache(x_BLE.shape[0], k_BLKD.dtype)
       slots_BS = jnp.arange(self.cache_length)[None, :]
-      write_BS11 = (slots_BS == index.value[:, None])[:, :, None, None]
-      self._store(key, jnp.where(write_BS11, k_BLKD, key.value))
-      self._store(value, jnp.where(write_BS11, v_BLKD, value.value))
+      write_B1S1 = (slots_BS == index.value[:, None])[:, None, :, None]
+      self._store(key, jnp.where(write_B1S1, k_BKLD, key.value))
+      self._store(value, jnp.where(write_B1S1, v_BKLD, value.value))
       visible_B111S = (slots_BS <= index.value[:, None])[:, None, None, None, :]
       out_BLHD = self._attend(q_BLHD, key.value, value.value, visible_B111S)
       index.value = index.value + 1
