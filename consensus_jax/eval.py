@@ -1,0 +1,78 @@
+r"""Reward-model evaluation binary.
+
+    python -m consensus_jax.eval --gin_file=gin_configs/runs/reward_eval.gin \
+      --gin_file=gin_configs/models/tiny.gin --gin.MODEL_DIR="'/tmp/rm'"
+
+Reads the latest checkpoint of MODEL_DIR (or --gin.evaluate_reward_model.checkpoint_step=N),
+scores held-out synthetic rounds and held-out Polis participants (see rm_eval), and writes
+<MODEL_DIR>/eval/reward_metrics.json and reward_metrics.md, and prints the table.
+"""
+import json
+import pathlib
+from typing import Optional, Sequence
+
+import gin
+from absl import logging
+
+from consensus_jax import binary_flags
+
+
+@gin.configurable
+def evaluate_reward_model(model_dir: str = gin.REQUIRED, objective=gin.REQUIRED,
+                          data_dir: str = gin.REQUIRED, vocab_dir: str = gin.REQUIRED,
+                          vocab_size: int = 8000,
+                          splits: Sequence[str] = ("iid_test", "ood_test"),
+                          max_groups: Optional[int] = 200, polis_dir: Optional[str] = None,
+                          polis_conversations: Sequence[str] = (
+                              "canadian-electoral-reform", "scoop-hivemind.freshwater"),
+                          polis_max_votes: Optional[int] = 2000,
+                          task_feature_lengths: Optional[dict] = None,
+                          checkpoint_step: Optional[int] = None) -> dict:
+  import itertools
+
+  import jax
+
+  from consensus_jax import checkpointing, rm_eval
+  from consensus_jax.data import polis, records, vocab
+
+  model_dir = pathlib.Path(model_dir)
+  steps = sorted(int(p.name) for p in (model_dir / "checkpoints").glob("[0-9]*"))
+  if checkpoint_step is None and not steps:
+    raise FileNotFoundError(f"evaluate_reward_model: no checkpoints under {model_dir}/checkpoints")
+  step = steps[-1] if checkpoint_step is None else checkpoint_step
+  params = jax.device_get(checkpointing.load_params(model_dir / "checkpoints" / str(step),
+                                                    objective.abstract_params()))
+  lengths = task_feature_lengths or {"inputs": 128, "targets": 96}
+  scorer = rm_eval.Scorer(objective.config, params, vocab.get_vocabulary(vocab_dir, vocab_size),
+                          rm_eval.Lengths(lengths["inputs"], lengths["targets"]))
+  results = {}
+  for split in splits:
+    rounds = list(itertools.islice(records.iter_jsonl(pathlib.Path(data_dir) / f"{split}.jsonl"),
+                                   max_groups))
+    results[f"synthetic/{split}"] = rm_eval.evaluate_rounds(scorer, rounds)
+  for name in polis_conversations if polis_dir else ():
+    conversation = polis.load_conversation(pathlib.Path(polis_dir) / name)
+    results[f"polis/{name}"] = rm_eval.evaluate_polis(scorer, conversation,
+                                                      max_examples=polis_max_votes)
+  out_dir = model_dir / "eval"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  table = rm_eval.markdown_table(results)
+  if jax.process_index() == 0:
+    (out_dir / "reward_metrics.json").write_text(json.dumps(
+        {"checkpoint_step": step, "results": results}, indent=2))
+    (out_dir / "reward_metrics.md").write_text(f"Checkpoint step {step}\n\n{table}\n")
+  print(f"Reward model {model_dir} at step {step}\n{table}")
+  logging.info("wrote %s", out_dir / "reward_metrics.json")
+  return results
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments: {argv[1:]}")
+  binary_flags.maybe_initialize_distributed()
+  binary_flags.parse_gin_flags()
+  evaluate_reward_model()
+
+
+if __name__ == "__main__":
+  binary_flags.run(main)
