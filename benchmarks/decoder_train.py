@@ -3,8 +3,9 @@
     python -m benchmarks.decoder_train [--batch 8 --seq 256 --repeats 5]
 
 Both sides compute the same thing: logits of the same Llama shape, mean next-token cross-entropy,
-and gradients of every parameter. MFU counts 6 x (matmul params) + 12 x layers x d_model x seq
-FLOPs per token (forward+backward), against the float32 matmul peak measured here.
+and gradients of every parameter. MFU counts consensus_jax.models.flops.train_flops_per_token
+(6 x matmul params + 12 x layers x d_model x seq per token, forward+backward), against the
+float32 matmul peak measured here.
 """
 import argparse
 import os
@@ -20,13 +21,7 @@ import optax
 from benchmarks import common
 from consensus_jax.models import config as config_lib
 from consensus_jax.models import decoder, params as params_lib
-
-
-def train_flops_per_token(cfg: config_lib.DecoderConfig, seq: int) -> float:
-  matmul_params = params_lib.count_params(cfg) - cfg.vocab_size * cfg.d_model * (
-      0 if cfg.tie_embeddings else 1)  # The embedding lookup is a gather, not a matmul.
-  attention = 12 * cfg.num_layers * cfg.num_heads * cfg.resolved_head_dim * seq
-  return 6.0 * matmul_params + attention
+from consensus_jax.models.flops import train_flops_per_token
 
 
 def jax_step(cfg, batch, seq, repeats):

@@ -64,7 +64,7 @@ def _dataset(config: InputConfig, converter: seqio.FeatureConverter, *, num_epoc
 
 
 class TrainBatches:
-  """Endless iterator of this process's rows (numpy) of global batch `position`, `position + 1`..."""
+  """Endless iterator: this process's rows (numpy) of global batches position, position + 1, ..."""
 
   def __init__(self, config: InputConfig, converter: seqio.FeatureConverter, mesh: Mesh,
                start_position: int = 0):

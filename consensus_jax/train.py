@@ -9,7 +9,8 @@ Multi-process (one process per host, or several on one machine): pass --coordina
 --num_processes and --process_id, or --multiprocess to let JAX detect a TPU pod / SLURM / k8s
 cluster, or set JAX_COORDINATOR_ADDRESS (with JAX_NUM_PROCESSES and JAX_PROCESS_ID) in the
 environment. Each process feeds its own rows of the global batch; only process 0 writes logs,
-summaries and gin configs.
+summaries and gin configs. Setting JAX_COMPILATION_CACHE_DIR lets a restarted (preempted) run
+reuse the compiled train step instead of compiling it again.
 """
 import logging as python_logging
 import os

@@ -10,6 +10,7 @@ Model FLOPs utilisation (MFU) = objective model FLOPs per second / peak matmul F
 run. The peak is `peak_flops_per_device` x devices when given; otherwise the vendor figure of a
 known accelerator, or on a CPU host a float32 matmul measured once at start (x processes: the
 simulated CPU devices of one process share its cores, so a per-device figure means nothing).
+Tokens/s counts every position the model runs over, padding included, as MFU must.
 """
 import dataclasses
 import math
@@ -25,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from consensus_jax import checkpointing
@@ -34,7 +34,7 @@ from consensus_jax import metrics_writer
 from consensus_jax import optimizers
 from consensus_jax import partitioning
 from consensus_jax.models import flops
-from consensus_jax.objectives.base import LossOutput, Objective
+from consensus_jax.objectives.base import Objective
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -430,6 +430,9 @@ def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, tr
       host_metrics = {name: float(value) for name, value in metrics.items()}
       _check_finite(host_metrics, step, checkpointer)
       step_losses[step] = host_metrics["loss"]
+      if step == run_start_step + 1:
+        # Every configurable has been called by now: record what this run actually used.
+        _write_gin_config(model_dir, "operative_config.gin", gin.operative_config_str())
       window.append(host_metrics)
       now = time.perf_counter()
       if timer_start is None:

@@ -39,6 +39,7 @@ CONFIG = DecoderConfig(vocab_size=VOCAB_SIZE, num_layers=2, d_model=64, num_head
                        num_kv_heads=2, mlp_dim=128, max_seq_len=128)
 LENGTHS = {"inputs": 96, "targets": 32}
 BATCH_SIZE = 8
+REFERENCE_STEPS = 5
 MESH_2X2X2 = (2, 2, 2)
 CHILD_TIMEOUT_S = 240
 
@@ -92,8 +93,10 @@ def _run(model_dir, total_steps, mesh_shape=MESH_2X2X2, **overrides) -> trainer.
   kwargs = dict(
       model_dir=str(model_dir), objective=SFTObjective(CONFIG), train_input=_input(),
       total_steps=total_steps, mesh=partitioning.make_mesh(*mesh_shape),
+      # A fixed decay length keeps the step program (and its cached compilation) the same
+      # whatever total_steps a test runs to.
       make_schedule=functools.partial(optimizers.make_schedule, peak_learning_rate=3e-3,
-                                      warmup_steps=1),
+                                      warmup_steps=1, decay_steps=5),
       make_optimizer=functools.partial(optimizers.make_optimizer, name="adamw"),
       checkpoint_every_steps=2, keep_checkpoints=None, log_every_steps=1,
       peak_flops_per_device=1e10)
@@ -110,15 +113,22 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(x, y)
 
 
+def _reference_run(model_dir, total_steps=REFERENCE_STEPS, **overrides):
+  # Checkpoints at 2, 4 and the end; evals at 4 and the end. Tests that compile exactly this
+  # program again get it from the compilation cache.
+  kwargs = dict(eval_input=_input("iid_test", shuffle=False), eval_batches=1,
+                eval_every_steps=4, eval_at_start=False)
+  kwargs.update(overrides)
+  return _run(model_dir, total_steps, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data):
-  """4 steps with checkpoints at 2 and 4 and an eval at the end: the reference run."""
+  """The reference: 5 uninterrupted steps."""
   input_pipeline.register_synthetic_tasks(str(data.rounds_dir), str(data.vocab_dir),
                                           vocab_size=VOCAB_SIZE)
   model_dir = tmp_path_factory.mktemp("uninterrupted")
-  result = _run(model_dir, 4, eval_input=_input("iid_test", shuffle=False), eval_batches=1,
-                eval_at_start=False)
-  return model_dir, result
+  return model_dir, _reference_run(model_dir)
 
 
 def _copy_checkpoints(source_dir, dest_dir, steps):
@@ -128,8 +138,7 @@ def _copy_checkpoints(source_dir, dest_dir, steps):
 
 def test_two_steps_on_data_fsdp_tensor_mesh(tmp_path, registered):
   mesh = partitioning.make_mesh(*MESH_2X2X2)
-  result = _run(tmp_path, 2, num_micro_batches=2, eval_input=_input("iid_test", shuffle=False),
-                eval_batches=1)
+  result = _reference_run(tmp_path, 2, eval_at_start=True)
 
   assert result.step == 2 and not result.preempted
   assert sorted(result.step_losses) == [1, 2]
@@ -158,6 +167,7 @@ def test_two_steps_on_data_fsdp_tensor_mesh(tmp_path, registered):
   assert train_scalars["tokens_per_second"][0][1] > 0
   eval_scalars = metrics_writer.read_scalars(tmp_path / "eval")
   assert [step for step, _ in eval_scalars["loss"]] == [0, 2]
+  assert eval_scalars["loss"][1][1] < eval_scalars["loss"][0][1]  # 2 steps at lr 3e-3 help
   assert checkpointing.Checkpointer(tmp_path, 2, None).all_steps() == [2]
 
 
@@ -208,39 +218,40 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, registered, unin
     if step == 3:
       os.kill(os.getpid(), signal.SIGTERM)
 
-  stopped = _run(tmp_path, 4, step_hook=preempt_at_step_3)
+  stopped = _reference_run(tmp_path, step_hook=preempt_at_step_3)
   assert stopped.preempted and stopped.step == 3
   checkpoints = checkpointing.Checkpointer(tmp_path, 2, None)
-  assert checkpoints.all_steps() == [2, 3]
+  assert checkpoints.all_steps() == [2, 3]  # the preemption save comes off-schedule
   assert checkpoints.input_position(3) == 3
   checkpoints.close()
 
-  resumed = _run(tmp_path, 4)
-  assert sorted(resumed.step_losses) == [4]
-  assert resumed.step_losses[4] == reference.step_losses[4]  # the same batch, the same params
+  resumed = _reference_run(tmp_path)
+  assert sorted(resumed.step_losses) == [4, 5]
+  # The same batches reach the same params: bit-for-bit what the uninterrupted run computed.
+  assert [resumed.step_losses[s] for s in (4, 5)] == [reference.step_losses[s] for s in (4, 5)]
   _assert_trees_equal(resumed.state.params, reference.state.params)
   _assert_trees_equal(resumed.state.opt_state, reference.state.opt_state)
 
 
 def test_checkpoint_restores_onto_a_different_mesh(tmp_path, registered, uninterrupted):
   source, reference = uninterrupted
-  for name in ("same_mesh", "other_mesh"):
-    _copy_checkpoints(source, tmp_path / name, [4])
+  _copy_checkpoints(source, tmp_path, [4])
   other_shape = (1, 4, 2)
-
   objective = SFTObjective(CONFIG)
   other_mesh = partitioning.make_mesh(*other_shape)
+
   abstract = checkpointing.abstract_with_shardings(objective.abstract_params(),
                                                    objective.param_shardings(other_mesh))
-  params = checkpointing.load_params(tmp_path / "other_mesh" / "checkpoints" / "4", abstract)
-  _assert_trees_equal(params, reference.state.params)
+  params = checkpointing.load_params(tmp_path / "checkpoints" / "4", abstract)
   assert params["embedding"].sharding.mesh.shape == dict(data=1, fsdp=4, tensor=2)
 
-  same = _run(tmp_path / "same_mesh", 5)
-  other = _run(tmp_path / "other_mesh", 5, mesh_shape=other_shape)
-  assert sorted(other.step_losses) == [5]
-  assert other.step_losses[5] == pytest.approx(same.step_losses[5], rel=1e-5)
-  for a, b in zip(_leaves(other.state.params), _leaves(same.state.params), strict=True):
+  # The trainer resumes step 4 -> 5 on the 1x4x2 mesh and lands where the 2x2x2 run did.
+  resumed = _reference_run(tmp_path, mesh_shape=other_shape)
+  assert sorted(resumed.step_losses) == [5]
+  assert resumed.step_losses[5] == pytest.approx(reference.step_losses[5], rel=1e-5)
+  assert resumed.eval_metrics[5]["loss"] == pytest.approx(reference.eval_metrics[5]["loss"],
+                                                          rel=1e-5)
+  for a, b in zip(_leaves(resumed.state.params), _leaves(reference.state.params), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -250,26 +261,27 @@ def test_fine_tuning_starts_from_a_params_only_checkpoint(tmp_path, registered, 
   mesh = partitioning.make_mesh(*MESH_2X2X2)
   abstract = checkpointing.abstract_with_shardings(objective.abstract_params(),
                                                    objective.param_shardings(mesh))
+  # Read out of a train checkpoint step, written back as a params-only checkpoint.
   params = checkpointing.load_params(source / "checkpoints" / "4", abstract)
   imported = checkpointing.save_params(tmp_path / "imported", params)
 
-  result = _run(tmp_path / "run", 1, init_params_from=str(imported),
-                eval_input=_input("iid_test", shuffle=False), eval_batches=1)
-  # Evaluated before its first step, the fine-tuning run has exactly the imported params.
+  result = _reference_run(tmp_path / "run", 1, init_params_from=str(imported),
+                          eval_at_start=True)
+  # Evaluated before its first step, the fine-tuning run has exactly step 4's params.
   assert result.eval_metrics[0]["loss"] == pytest.approx(reference.eval_metrics[4]["loss"],
                                                          rel=1e-6)
-  assert sorted(result.step_losses) == [1]
+  assert sorted(result.step_losses) == [1]  # a fresh run: step and optimizer start at 0
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, registered,
                                                                  uninterrupted):
-  source, reference = uninterrupted
+  source, _ = uninterrupted
   _copy_checkpoints(source, tmp_path, [2, 4])
   poisoned = SFTObjective(CONFIG, z_loss=float("nan"))  # every loss from here on is NaN
 
-  with pytest.raises(trainer.NonFiniteLossError, match=r"step 5: loss nan.*last good "
-                                                       r"checkpoint is step 4"):
-    _run(tmp_path, 6, objective=poisoned)
+  with pytest.raises(trainer.NonFiniteLossError,
+                     match=r"step 5: loss nan.*last good checkpoint is step 4"):
+    _reference_run(tmp_path, 6, objective=poisoned)
 
   checkpoints = checkpointing.Checkpointer(tmp_path, 2, None)
   assert checkpoints.all_steps() == [2, 4]
@@ -279,7 +291,8 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, regis
   abstract = checkpointing.abstract_with_shardings(objective.abstract_params(),
                                                    objective.param_shardings(mesh))
   intact = checkpointing.load_params(tmp_path / "checkpoints" / "4", abstract)
-  _assert_trees_equal(intact, reference.state.params)
+  _assert_trees_equal(intact, checkpointing.load_params(source / "checkpoints" / "4", abstract))
+  assert all(np.isfinite(leaf).all() for leaf in _leaves(intact))
 
 
 def test_schedules_warm_up_then_decay():
@@ -313,20 +326,20 @@ def test_adafactor_state_shards_or_replicates_each_leaf():
       jax.tree_util.tree_leaves(factored), jax.tree_util.tree_leaves(params), strict=True))
 
 
-def test_greedy_continue_follows_the_model_argmax(registered):
+def test_greedy_continue_follows_the_model_argmax(registered, uninterrupted):
   from consensus_jax.data import vocab as vocab_lib
 
+  _, reference = uninterrupted
+  params = reference.state.params
   vocabulary = vocab_lib.get_vocabulary(registered.vocab_dir, vocab_size=VOCAB_SIZE)
-  params = SFTObjective(CONFIG).init_params(partitioning.make_mesh(1, 1, 1, devices=jax.devices()[:1]),
-                                            jax.random.key(3))
-  prompt = "Question: Should cities ban cars?\nConsensus statement:"
+  prompt = "Question: Should cities ban cars?\nOpinion 1: Yes.\nConsensus statement:"
   generated = eval_utils.greedy_continue_ids(CONFIG, params, vocabulary, prompt,
                                              max_new_tokens=6, buffer_length=64)
-  assert generated and vocabulary.eos_id not in generated
+  assert vocabulary.eos_id not in generated
   # Teacher-forcing prompt + continuation, every continuation token is the argmax before it.
   prompt_ids = list(vocabulary.encode(prompt))
   tokens = jnp.asarray([[0] + prompt_ids + generated])
-  logits = Decoder(CONFIG).apply({"params": params}, tokens)
+  logits = jax.jit(Decoder(CONFIG).apply)({"params": params}, tokens)
   predicted = np.argmax(np.asarray(logits[0, len(prompt_ids):]), axis=-1).tolist()
   assert predicted[:-1] == generated
   if len(generated) < 6:  # it stopped early: only because EOS came next
@@ -442,12 +455,25 @@ def test_missing_model_dir_is_named(data):
     gin.clear_config()
 
 
-def test_reward_run_gin_says_the_objective_is_not_implemented():
+def test_gin_importing_a_missing_objective_says_it_is_not_implemented(tmp_path):
+  gin_file = tmp_path / "future.gin"
+  gin_file.write_text("from consensus_jax.objectives import preference_model\n")
   gin.clear_config()
   try:
-    with pytest.raises(NotImplementedError, match="reward objective is not implemented yet"):
-      gin_utils.parse_gin(["gin_configs/runs/reward.gin", "gin_configs/models/tiny.gin"],
-                          ["MODEL_DIR = '/tmp/unused'"], finalize=False)
+    with pytest.raises(NotImplementedError,
+                       match="preference_model objective is not implemented yet"):
+      gin_utils.parse_gin([str(gin_file)], [], finalize=False)
+  finally:
+    gin.clear_config()
+
+
+def test_reward_run_gin_binds_the_reward_objective():
+  gin.clear_config()
+  try:
+    gin_utils.parse_gin(["gin_configs/runs/reward.gin", "gin_configs/models/tiny.gin"],
+                        ["MODEL_DIR = '/tmp/unused'", "TRAIN_STEPS = 7"], finalize=False)
+    assert "RewardObjective" in str(gin.query_parameter("train.objective"))
+    assert gin.query_parameter("%TRAIN_STEPS") == 7
   finally:
     gin.clear_config()
 

@@ -1,0 +1,145 @@
+"""Full train-step tokens/s and MFU of the `small` model: consensus_jax vs transformers (torch).
+
+    python -m benchmarks.train_step [--batch 8 --seq 256 --repeats 5]
+
+One step on each side: forward, next-token cross-entropy over every position, backward,
+global-norm gradient clipping at 1.0, AdamW (weight decay 0.01) update of float32 params.
+consensus_jax runs its real trainer step (trainer.make_train_step with the SFT objective, jitted
+with in/out shardings and a donated state on a one-device mesh); torch runs LlamaForCausalLM of
+the same shape with torch.optim.AdamW. MFU = models.flops.train_flops_per_token x tokens/s over
+the float32 matmul peak measured in this script (benchmarks.common, the max of JAX and torch).
+"""
+import argparse
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import gin  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from consensus_jax import optimizers  # noqa: E402
+from consensus_jax import partitioning  # noqa: E402
+from consensus_jax import trainer  # noqa: E402
+from consensus_jax.models import config as config_lib  # noqa: E402
+from consensus_jax.models import flops  # noqa: E402
+from consensus_jax.models import params as params_lib  # noqa: E402
+from consensus_jax.objectives.sft import SFTObjective  # noqa: E402
+
+LEARNING_RATE = 1e-4
+WEIGHT_DECAY = 0.01
+CLIP_NORM = 1.0
+
+
+def _tokens(cfg, batch, seq) -> np.ndarray:
+  return np.random.RandomState(1).randint(0, cfg.vocab_size, (batch, seq + 1)).astype(np.int32)
+
+
+def jax_train_step(cfg, batch, seq, repeats):
+  mesh = partitioning.make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])
+  objective = SFTObjective(cfg)
+  schedule = optax.constant_schedule(LEARNING_RATE)
+  optimizer = optimizers.make_optimizer(schedule, name="adamw", weight_decay=WEIGHT_DECAY,
+                                        clip_grad_norm=CLIP_NORM)
+  param_shardings = objective.param_shardings(mesh)
+  params = objective.init_params(mesh, jax.random.key(0))
+  replicated = NamedSharding(mesh, P())
+  abstract_opt = jax.eval_shape(optimizer.init, objective.abstract_params())
+  opt_shardings = partitioning.optimizer_state_shardings(optimizer, abstract_opt,
+                                                         param_shardings, mesh)
+  state_shardings = trainer.TrainState(step=replicated, params=param_shardings,
+                                       opt_state=opt_shardings)
+  with jax.set_mesh(mesh):
+    state = trainer.TrainState(
+        step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
+        opt_state=jax.jit(optimizer.init, out_shardings=opt_shardings)(params))
+  tokens = _tokens(cfg, batch, seq)
+  host_batch = {
+      "decoder_input_tokens": tokens[:, :-1], "decoder_target_tokens": tokens[:, 1:],
+      "decoder_loss_weights": np.ones((batch, seq), np.int32),
+      "decoder_segment_ids": np.ones((batch, seq), np.int32),
+      "decoder_positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()}
+  global_batch = partitioning.host_local_batch_to_global(host_batch, mesh)
+  batch_shardings = {name: partitioning.batch_sharding(mesh, 2) for name in host_batch}
+  step = jax.jit(trainer.make_train_step(objective, optimizer, schedule, 1, 0, param_shardings),
+                 in_shardings=(state_shardings, batch_shardings),
+                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+  holder = {"state": state}
+
+  def run():
+    with jax.set_mesh(mesh):
+      holder["state"], metrics = step(holder["state"], global_batch)
+    float(metrics["loss"])  # the trainer reads the loss every step too
+
+  return common.median_seconds(run, repeats)
+
+
+def torch_train_step(cfg, batch, seq, repeats):
+  import torch
+  import transformers
+
+  torch.manual_seed(0)
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.mlp_dim,
+      num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+      num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_seq_len,
+      rope_theta=cfg.rope_theta, rms_norm_eps=cfg.norm_eps,
+      tie_word_embeddings=cfg.tie_embeddings)
+  model = transformers.LlamaForCausalLM(hf_cfg).train()
+  optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95),
+                                eps=1e-8, weight_decay=WEIGHT_DECAY)
+  tokens = torch.from_numpy(_tokens(cfg, batch, seq).astype(np.int64))
+
+  def run():
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(tokens[:, :-1]).logits
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab_size),
+                                             tokens[:, 1:].reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+    optimizer.step()
+    float(loss.detach())
+
+  return common.median_seconds(run, repeats)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--gin_file", default="gin_configs/models/small.gin")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--threads", type=int, default=os.cpu_count())
+  args = parser.parse_args()
+
+  import torch
+  torch.set_num_threads(args.threads)
+  gin.parse_config_file(args.gin_file)
+  cfg = config_lib.DecoderConfig()
+  tokens = args.batch * args.seq
+  load_before = common.machine_load()
+  peak = common.matmul_peak_gflops()
+  peak_gflops = max(peak.values())
+  step_flops = flops.train_flops_per_token(cfg, args.seq) * tokens
+
+  jax_s, jax_all = jax_train_step(cfg, args.batch, args.seq, args.repeats)
+  torch_s, torch_all = torch_train_step(cfg, args.batch, args.seq, args.repeats)
+  print(f"model {args.gin_file}: {params_lib.count_params(cfg) / 1e6:.1f}M params, "
+        f"batch {args.batch} x seq {args.seq}, fwd+bwd+clip+AdamW, {args.repeats} timed runs "
+        f"each; before: {load_before}; after: {common.machine_load()}")
+  print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
+        f"{step_flops / 1e9:.1f} model GFLOP per step")
+  for name, seconds, runs in (("consensus_jax", jax_s, jax_all), ("torch", torch_s, torch_all)):
+    mfu = step_flops / seconds / 1e9 / peak_gflops
+    print(f"{name:14s} train step {tokens / seconds:8.0f} tokens/s  MFU {mfu:6.1%}  "
+          f"(median {seconds:.3f}s of {', '.join(f'{t:.3f}' for t in runs)})")
+  print(f"ratio consensus_jax / torch tokens/s: {torch_s / jax_s:.2f}x")
+
+
+if __name__ == "__main__":
+  main()
