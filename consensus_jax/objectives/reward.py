@@ -1,6 +1,6 @@
 """Reward modelling: the personalised RM trained through the shared train loop.
 
-Losses (gin: `RewardObjective.loss`):
+Losses (gin: `RewardObjective.loss_kind`):
   regression             ratings: squared error of sigmoid(score) against (r - 1) / 6
   binary_cross_entropy   agree/disagree votes (Polis); a pass is target 0.5 at the weight the
                          task gives it (tasks.register_tasks(polis_pass_weight=...)), or absent
@@ -32,18 +32,19 @@ _POINTWISE_TERMS = {"regression": reward.regression_terms,
 @dataclasses.dataclass(frozen=True)
 class RewardObjective:
   config: DecoderConfig = dataclasses.field(default_factory=lambda: DecoderConfig())
-  loss: str = "regression"
+  loss_kind: str = "regression"
   backbone_from: Optional[str] = None
   # Most packed examples per row in a pairwise batch (bounds the per-pair score read-out).
   max_pairs_per_row: int = 16
 
   def __post_init__(self):
-    if self.loss not in reward.LOSSES:
-      raise ValueError(f"RewardObjective.loss={self.loss!r} is not one of {reward.LOSSES}")
+    if self.loss_kind not in reward.LOSSES:
+      raise ValueError(f"RewardObjective.loss_kind={self.loss_kind!r} is not one of "
+                       f"{reward.LOSSES}")
 
   @property
   def pairwise(self) -> bool:
-    return self.loss == "bradley_terry"
+    return self.loss_kind == "bradley_terry"
 
   @property
   def token_features(self) -> tuple[str, ...]:
@@ -91,10 +92,10 @@ class RewardObjective:
     score_BL = self._scores(params, batch)
     weights_BL = batch["score_weights"]
     targets_BL = batch["score_targets"]
-    terms_BL = _POINTWISE_TERMS[self.loss](score_BL, targets_BL)
+    terms_BL = _POINTWISE_TERMS[self.loss_kind](score_BL, targets_BL)
     predicted_BL = jax.nn.sigmoid(score_BL)
     metrics = {"mean_abs_error_scaled": jnp.sum(jnp.abs(predicted_BL - targets_BL) * weights_BL)}
-    if self.loss == "binary_cross_entropy":
+    if self.loss_kind == "binary_cross_entropy":
       metrics["vote_accuracy"] = jnp.sum(((predicted_BL > 0.5) == (targets_BL > 0.5)) *
                                          weights_BL)
     return LossOutput(loss_sum=jnp.sum(terms_BL * weights_BL), denominator=jnp.sum(weights_BL),
