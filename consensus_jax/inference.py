@@ -55,6 +55,13 @@ def _parse_group(obj: Any, where: str) -> Group:
   return Group(str(obj["id"]), str(obj["question"]), tuple(ids), tuple(texts))
 
 
+def groups_from_rounds(rounds, limit: int) -> list[dict]:
+  """The question and opinions of deliberation rounds, as infer's input records."""
+  return [{"id": r.id, "question": r.question.text,
+           "opinions": [{"participant_id": o.participant_id, "text": o.text} for o in r.opinions]}
+          for r in list(rounds)[:limit]]
+
+
 def read_groups(path: str | pathlib.Path) -> list[Group]:
   groups = []
   with open(path) as f:
@@ -90,13 +97,18 @@ class ConsensusRunner:
     ids = [list(self.vocabulary.encode(prompts.sft_prompt(g.question, g.opinions)))
            for g in groups]
     limit = self.policy_config.max_seq_len - self.cfg.sampler.max_new_tokens
+    buckets = [b for b in self.cfg.sampler.prompt_buckets if b <= limit]
+    if not buckets:
+      raise ValueError(f"no prompt bucket of {self.cfg.sampler.prompt_buckets} leaves room for "
+                       f"{self.cfg.sampler.max_new_tokens} new tokens within max_seq_len "
+                       f"{self.policy_config.max_seq_len}")
     for group, tokens in zip(groups, ids):
-      if len(tokens) > min(limit, max(self.cfg.sampler.prompt_buckets)):
+      if len(tokens) > max(buckets):
         raise DataError(f"group {group.id!r}: its prompt is {len(tokens)} tokens, longer than "
-                        f"the largest prompt bucket {max(self.cfg.sampler.prompt_buckets)} or "
-                        f"the context left for it ({limit} = max_seq_len - max_new_tokens)")
-    return decoding.pad_to_bucket(ids, self.cfg.sampler.prompt_buckets,
-                                  self.policy_config.max_seq_len)
+                        f"the largest usable prompt bucket {max(buckets)} (max_seq_len "
+                        f"{self.policy_config.max_seq_len} - max_new_tokens "
+                        f"{self.cfg.sampler.max_new_tokens} = {limit})")
+    return decoding.pad_to_bucket(ids, buckets, self.policy_config.max_seq_len)
 
   def _prefixes(self, groups: Sequence[Group]):
     members = max(len(g.opinions) for g in groups)
