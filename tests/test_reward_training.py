@@ -78,8 +78,12 @@ def test_backbone_starts_from_an_sft_checkpoint(tmp_path, registered):
   sft_step_dir = tmp_path / "sft" / "checkpoints" / "1"
   objective = RewardObjective(CONFIG, backbone_from=str(sft_step_dir))
   params = objective.init_params(partitioning.make_mesh(data=2, tensor=4), jax.random.key(3))
+  assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+      objective.abstract_params())
+  sft_backbone = {name: sft.state.params[name] for name in params["backbone"]}
+  assert "unembed" in sft.state.params and "unembed" not in params["backbone"]
   for ours, theirs in zip(jax.tree_util.tree_leaves(params["backbone"]),
-                          jax.tree_util.tree_leaves(sft.state.params), strict=True):
+                          jax.tree_util.tree_leaves(sft_backbone), strict=True):
     np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
   assert float(np.abs(np.asarray(params["score_kernel"])).max()) == 0.0
 

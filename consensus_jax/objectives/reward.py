@@ -68,8 +68,9 @@ class RewardObjective:
     if self.backbone_from:
       backbone_target = checkpointing.abstract_with_shardings(
           params_lib.abstract_params(self.config), params_lib.param_shardings(self.config, mesh))
-      params = dict(params, backbone=checkpointing.load_params(self.backbone_from,
-                                                               backbone_target))
+      loaded = checkpointing.load_params(self.backbone_from, backbone_target)
+      # The RM's backbone never computes logits, so it has no unembedding to take over.
+      params = dict(params, backbone={name: loaded[name] for name in params["backbone"]})
     return params
 
   def _scores(self, params, batch, prefix=""):
