@@ -49,5 +49,6 @@ groups = inference.groups_from_rounds(records.iter_jsonl('$DATA/iid_test.jsonl')
 open('$WORK/example_groups.jsonl', 'w').write(''.join(json.dumps(g) + '\n' for g in groups))"
 python -m consensus_jax.infer --gin_file=gin_configs/runs/infer.gin --gin_file="$MODEL_GIN" \
   --gin.POLICY_DIR="'$WORK/sft'" --gin.RM_DIR="'$WORK/rm'" --gin.VOCAB_DIR="'$VOCAB'" \
-  --gin.INPUT_PATH="'$WORK/example_groups.jsonl'" --gin.OUTPUT_DIR="'$WORK/consensus'"
+  --gin.INPUT_PATH="'$WORK/example_groups.jsonl'" --gin.OUTPUT_DIR="'$WORK/consensus'" \
+  --gin.TEMPERATURE=0.7
 echo "results: $WORK/consensus/consensus.jsonl, reward metrics: $WORK/rm/eval/reward_metrics.md"
