@@ -1,5 +1,6 @@
 """The flags every binary shares (gin files, overrides, search paths, multi-process), and the
 start-up they imply. Binaries: train, eval, infer."""
+import logging as python_logging
 import os
 import sys
 from typing import Callable
@@ -53,3 +54,24 @@ def run(main: Callable[[list[str]], None]) -> None:
 
   sys.argv = gin_utils.rewrite_gin_args(sys.argv)
   app.run(main)
+
+
+class _HideOrbaxInfo(python_logging.Filter):
+  """Orbax logs dozens of INFO lines per save or restore; its warnings and errors still show."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return record.levelno >= python_logging.WARNING or "orbax" not in record.pathname
+
+
+def run_gin_binary(configured_fn: Callable[[], object]) -> None:
+  """The whole life of a gin-configured binary: flags, distributed start-up, gin, then fn()."""
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_HideOrbaxInfo())
+    maybe_initialize_distributed()
+    parse_gin_flags()
+    configured_fn()
+
+  run(main)

@@ -111,3 +111,15 @@ def load_params(directory: str | pathlib.Path, abstract_params: Any) -> Any:
     return restored["params"]
   with ocp.StandardCheckpointer() as checkpointer:
     return checkpointer.restore(directory, abstract_params)
+
+
+def load_latest_params(model_dir: str | pathlib.Path, abstract_params: Any,
+                       step: Optional[int] = None) -> tuple[Any, int]:
+  """(params, step) from a run's latest train checkpoint (or the given step), for eval/infer."""
+  checkpoints = pathlib.Path(model_dir) / "checkpoints"
+  steps = sorted(int(p.name) for p in checkpoints.glob("[0-9]*") if p.name.isdigit())
+  if step is None:
+    if not steps:
+      raise FileNotFoundError(f"no checkpoints under {checkpoints}")
+    step = steps[-1]
+  return load_params(checkpoints / str(step), abstract_params), step

@@ -36,12 +36,9 @@ def evaluate_reward_model(model_dir: str = gin.REQUIRED, objective=gin.REQUIRED,
   from consensus_jax.data import polis, records, vocab
 
   model_dir = pathlib.Path(model_dir)
-  steps = sorted(int(p.name) for p in (model_dir / "checkpoints").glob("[0-9]*"))
-  if checkpoint_step is None and not steps:
-    raise FileNotFoundError(f"evaluate_reward_model: no checkpoints under {model_dir}/checkpoints")
-  step = steps[-1] if checkpoint_step is None else checkpoint_step
-  params = jax.device_get(checkpointing.load_params(model_dir / "checkpoints" / str(step),
-                                                    objective.abstract_params()))
+  params, step = checkpointing.load_latest_params(model_dir, objective.abstract_params(),
+                                                  checkpoint_step)
+  params = jax.device_get(params)
   lengths = task_feature_lengths or {"inputs": 128, "targets": 96}
   scorer = rm_eval.Scorer(objective.config, params, vocab.get_vocabulary(vocab_dir, vocab_size),
                           rm_eval.Lengths(lengths["inputs"], lengths["targets"]))
@@ -66,13 +63,5 @@ def evaluate_reward_model(model_dir: str = gin.REQUIRED, objective=gin.REQUIRED,
   return results
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {argv[1:]}")
-  binary_flags.maybe_initialize_distributed()
-  binary_flags.parse_gin_flags()
-  evaluate_reward_model()
-
-
 if __name__ == "__main__":
-  binary_flags.run(main)
+  binary_flags.run_gin_binary(evaluate_reward_model)

@@ -23,11 +23,7 @@ def _latest_params(model_dir: str, abstract_params: Any):
 
   from consensus_jax import checkpointing
 
-  steps = sorted(int(p.name) for p in (pathlib.Path(model_dir) / "checkpoints").glob("[0-9]*"))
-  if not steps:
-    raise FileNotFoundError(f"infer: no checkpoints under {model_dir}/checkpoints")
-  return jax.device_get(checkpointing.load_params(
-      pathlib.Path(model_dir) / "checkpoints" / str(steps[-1]), abstract_params))
+  return jax.device_get(checkpointing.load_latest_params(model_dir, abstract_params)[0])
 
 
 @gin.configurable
@@ -78,13 +74,5 @@ def infer(input_path: str = gin.REQUIRED, output_dir: str = gin.REQUIRED,
   return results
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {argv[1:]}")
-  binary_flags.maybe_initialize_distributed()
-  binary_flags.parse_gin_flags()
-  infer()
-
-
 if __name__ == "__main__":
-  binary_flags.run(main)
+  binary_flags.run_gin_binary(infer)

@@ -12,32 +12,8 @@ environment. Each process feeds its own rows of the global batch; only process 0
 summaries and gin configs. Setting JAX_COMPILATION_CACHE_DIR lets a restarted (preempted) run
 reuse the compiled train step instead of compiling it again.
 """
-import logging as python_logging
-
-from absl import app
-from absl import logging
-
 from consensus_jax import binary_flags
-
-
-class _HideOrbaxInfo(python_logging.Filter):
-  """Orbax logs dozens of INFO lines per save; its warnings and errors still show."""
-
-  def filter(self, record: python_logging.LogRecord) -> bool:
-    return record.levelno >= python_logging.WARNING or "orbax" not in record.pathname
-
-
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_HideOrbaxInfo())
-  binary_flags.maybe_initialize_distributed()
-
-  from consensus_jax import trainer
-
-  binary_flags.parse_gin_flags()
-  trainer.train()
-
+from consensus_jax import trainer
 
 if __name__ == "__main__":
-  binary_flags.run(main)
+  binary_flags.run_gin_binary(trainer.train)
