@@ -22,7 +22,10 @@ LOSSES = ("regression", "bradley_terry", "binary_cross_entropy")
 
 
 class RewardModel(nn.Module):
-  """Returns score_BL (float32). Params: {'backbone': decoder params, 'score_head': ...}."""
+  """Returns score_BL (float32).
+
+  Params: {'backbone': the Decoder's (without its unembedding), 'score_kernel', 'score_bias'}.
+  """
   config: DecoderConfig
 
   @nn.compact
