@@ -36,3 +36,37 @@ def machine_load() -> str:
   load1, _, _ = os.getloadavg()
   busy = load1 > 0.5
   return f"load average {load1:.2f}{' (machine was busy: figures may be skewed)' if busy else ''}"
+
+
+def model_config(gin_file: str):
+  """The DecoderConfig a model gin binds."""
+  import gin
+
+  from consensus_jax.models import config as config_lib
+
+  gin.parse_config_file(gin_file)
+  return config_lib.DecoderConfig()
+
+
+def random_params(config, model_cls=None, seed: int = 0):
+  """Random params of `model_cls` (default: the Decoder) on one device, as host arrays."""
+  import jax
+
+  from consensus_jax import partitioning
+  from consensus_jax.models import decoder
+  from consensus_jax.models import params as params_lib
+
+  mesh = partitioning.make_mesh(data=1, devices=jax.devices()[:1])
+  return jax.device_get(params_lib.init_params(config, mesh, jax.random.key(seed),
+                                               model_cls or decoder.Decoder))
+
+
+def print_train_rows(label: str, rows, tokens: int, step_flops: float,
+                     peak_gflops: float) -> None:
+  """tokens/s and MFU of each (name, median seconds, all runs), then the first-to-second ratio."""
+  for name, seconds, runs in rows:
+    mfu = step_flops / seconds / 1e9 / peak_gflops
+    print(f"{name:14s} {label} {tokens / seconds:8.0f} tokens/s  MFU {mfu:6.1%}  "
+          f"(median {seconds:.3f}s of {', '.join(f'{t:.3f}' for t in runs)})")
+  (ours, ours_s, _), (peer, peer_s, _) = rows[:2]
+  print(f"ratio {ours} / {peer} tokens/s: {peer_s / ours_s:.2f}x")

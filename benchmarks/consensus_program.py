@@ -13,14 +13,11 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import gin
 import jax
 import numpy as np
 
 from benchmarks import common
-from consensus_jax import consensus, decoding, partitioning
-from consensus_jax.models import config as config_lib
-from consensus_jax.models import params as params_lib
+from consensus_jax import consensus, decoding
 from consensus_jax.models import reward
 
 
@@ -34,11 +31,9 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
   load_before = common.machine_load()
-  gin.parse_config_file(args.gin_file)
-  config = config_lib.DecoderConfig()
-  mesh = partitioning.make_mesh(data=1, devices=jax.devices()[:1])
-  policy = jax.device_get(params_lib.init_params(config, mesh, jax.random.key(0)))
-  rm = jax.device_get(params_lib.init_params(config, mesh, jax.random.key(1), reward.RewardModel))
+  config = common.model_config(args.gin_file)
+  policy = common.random_params(config)
+  rm = common.random_params(config, reward.RewardModel, seed=1)
   rng = np.random.RandomState(0)
   b, m = args.groups, args.members
   prompts = rng.randint(3, config.vocab_size, (b, 128)).astype(np.int32)

@@ -12,14 +12,12 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from benchmarks import common
-from consensus_jax.models import config as config_lib
 from consensus_jax.models import decoder, params as params_lib
 from consensus_jax.models.flops import train_flops_per_token
 
@@ -75,8 +73,7 @@ def main():
 
   import torch
   torch.set_num_threads(args.threads)
-  gin.parse_config_file(args.gin_file)
-  cfg = config_lib.DecoderConfig()
+  cfg = common.model_config(args.gin_file)
   tokens = args.batch * args.seq
   peak = common.matmul_peak_gflops()
   peak_gflops = max(peak.values())
@@ -88,12 +85,8 @@ def main():
         f"batch {args.batch} x seq {args.seq}, {args.repeats} timed runs each, "
         f"{common.machine_load()}")
   print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s")
-  for name, seconds, runs in (("consensus_jax", jax_s, jax_all), ("torch", torch_s, torch_all)):
-    mfu = flops / seconds / 1e9 / peak_gflops
-    print(f"{name:14s} fwd+bwd {tokens / seconds:8.0f} tokens/s  MFU {mfu:6.1%}  "
-          f"(median {seconds:.3f}s of {', '.join(f'{t:.3f}' for t in runs)})")
-  print(f"ratio consensus_jax / torch tokens/s: {torch_s / jax_s:.2f}x")
-
+  common.print_train_rows("fwd+bwd", [("consensus_jax", jax_s, jax_all),
+                                      ("torch", torch_s, torch_all)], tokens, flops, peak_gflops)
 
 if __name__ == "__main__":
   main()

@@ -13,14 +13,10 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import gin
 import jax
 import numpy as np
 
 from benchmarks import common
-from consensus_jax import partitioning
-from consensus_jax.models import config as config_lib
-from consensus_jax.models import params as params_lib
 from consensus_jax.models import reward
 
 
@@ -39,11 +35,8 @@ def main():
   import transformers
   torch.set_num_threads(os.cpu_count())
 
-  gin.parse_config_file(args.gin_file)
-  config = config_lib.DecoderConfig()
-  mesh = partitioning.make_mesh(data=1, devices=jax.devices()[:1])
-  params = jax.device_get(params_lib.init_params(config, mesh, jax.random.key(0),
-                                                 reward.RewardModel))
+  config = common.model_config(args.gin_file)
+  params = common.random_params(config, reward.RewardModel)
   rng = np.random.RandomState(0)
   b, n, m = args.groups, args.candidates, args.members
   prefixes = rng.randint(3, config.vocab_size, (b, m, args.prefix)).astype(np.int32)

@@ -14,15 +14,12 @@ import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import gin
 import jax
 import numpy as np
 
 from benchmarks import common
 from consensus_jax import decoding
-from consensus_jax.models import config as config_lib
 from consensus_jax.models import hf_import, params as params_lib
-from consensus_jax import partitioning
 
 
 def main():
@@ -39,10 +36,8 @@ def main():
   import torch
   import transformers
   torch.set_num_threads(os.cpu_count())
-  gin.parse_config_file(args.gin_file)
-  config = config_lib.DecoderConfig()
-  mesh = partitioning.make_mesh(data=1, devices=jax.devices()[:1])
-  params = jax.device_get(params_lib.init_params(config, mesh, jax.random.key(0)))
+  config = common.model_config(args.gin_file)
+  params = common.random_params(config)
   rng = np.random.RandomState(0)
   prompts = rng.randint(3, config.vocab_size, (args.prompts, args.prompt_length)).astype(np.int32)
   lengths = np.full((args.prompts,), args.prompt_length, np.int32)

@@ -15,7 +15,6 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import gin  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -26,7 +25,6 @@ from benchmarks import common  # noqa: E402
 from consensus_jax import optimizers  # noqa: E402
 from consensus_jax import partitioning  # noqa: E402
 from consensus_jax import trainer  # noqa: E402
-from consensus_jax.models import config as config_lib  # noqa: E402
 from consensus_jax.models import flops  # noqa: E402
 from consensus_jax.models import params as params_lib  # noqa: E402
 from consensus_jax.objectives.sft import SFTObjective  # noqa: E402
@@ -119,8 +117,7 @@ def main():
 
   import torch
   torch.set_num_threads(args.threads)
-  gin.parse_config_file(args.gin_file)
-  cfg = config_lib.DecoderConfig()
+  cfg = common.model_config(args.gin_file)
   tokens = args.batch * args.seq
   load_before = common.machine_load()
   peak = common.matmul_peak_gflops()
@@ -134,12 +131,9 @@ def main():
         f"each; before: {load_before}; after: {common.machine_load()}")
   print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
         f"{step_flops / 1e9:.1f} model GFLOP per step")
-  for name, seconds, runs in (("consensus_jax", jax_s, jax_all), ("torch", torch_s, torch_all)):
-    mfu = step_flops / seconds / 1e9 / peak_gflops
-    print(f"{name:14s} train step {tokens / seconds:8.0f} tokens/s  MFU {mfu:6.1%}  "
-          f"(median {seconds:.3f}s of {', '.join(f'{t:.3f}' for t in runs)})")
-  print(f"ratio consensus_jax / torch tokens/s: {torch_s / jax_s:.2f}x")
-
+  common.print_train_rows("train step", [("consensus_jax", jax_s, jax_all),
+                                         ("torch", torch_s, torch_all)], tokens, step_flops,
+                          peak_gflops)
 
 if __name__ == "__main__":
   main()
