@@ -70,3 +70,15 @@ def print_train_rows(label: str, rows, tokens: int, step_flops: float,
           f"(median {seconds:.3f}s of {', '.join(f'{t:.3f}' for t in runs)})")
   (ours, ours_s, _), (peer, peer_s, _) = rows[:2]
   print(f"ratio {ours} / {peer} tokens/s: {peer_s / ours_s:.2f}x")
+
+
+def torch_llama(config, model_class_name: str = "LlamaForCausalLM", seed: int = 0, **overrides):
+  """A randomly initialised transformers Llama of the same shape (via hf_import.config_to_hf)."""
+  import torch
+  import transformers
+
+  from consensus_jax.models import hf_import
+
+  torch.manual_seed(seed)
+  hf_config = transformers.LlamaConfig(**{**hf_import.config_to_hf(config), **overrides})
+  return getattr(transformers, model_class_name)(hf_config)

@@ -41,15 +41,8 @@ def jax_step(cfg, batch, seq, repeats):
 
 def torch_step(cfg, batch, seq, repeats):
   import torch
-  import transformers
 
-  torch.manual_seed(0)
-  hf_cfg = transformers.LlamaConfig(
-      vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.mlp_dim,
-      num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-      num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_seq_len,
-      tie_word_embeddings=cfg.tie_embeddings)
-  model = transformers.LlamaForCausalLM(hf_cfg).train()
+  model = common.torch_llama(cfg).train()
   tokens = torch.from_numpy(np.random.RandomState(1).randint(0, cfg.vocab_size, (batch, seq + 1)))
 
   def run():

@@ -32,7 +32,6 @@ def main():
   args = parser.parse_args()
   load_before = common.machine_load()
   import torch
-  import transformers
   torch.set_num_threads(os.cpu_count())
 
   config = common.model_config(args.gin_file)
@@ -49,12 +48,8 @@ def main():
       lambda: jax.block_until_ready(score(params, prefixes, prefix_lengths, cands, cand_lengths)),
       args.repeats)
 
-  hf_config = transformers.LlamaConfig(
-      vocab_size=config.vocab_size, hidden_size=config.d_model, intermediate_size=config.mlp_dim,
-      num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-      num_key_value_heads=config.num_kv_heads, max_position_embeddings=config.max_seq_len,
-      num_labels=1, pad_token_id=0)
-  model = transformers.LlamaForSequenceClassification(hf_config).eval()
+  model = common.torch_llama(config, "LlamaForSequenceClassification", num_labels=1,
+                             pad_token_id=0).eval()
   sequences = np.concatenate([np.repeat(prefixes[:, None], n, axis=1),
                               np.repeat(cands[:, :, None], m, axis=2)], axis=-1)
   tokens = torch.from_numpy(sequences.reshape(pairs, -1).astype(np.int64))

@@ -79,16 +79,8 @@ def jax_train_step(cfg, batch, seq, repeats):
 
 def torch_train_step(cfg, batch, seq, repeats):
   import torch
-  import transformers
 
-  torch.manual_seed(0)
-  hf_cfg = transformers.LlamaConfig(
-      vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.mlp_dim,
-      num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-      num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_seq_len,
-      rope_theta=cfg.rope_theta, rms_norm_eps=cfg.norm_eps,
-      tie_word_embeddings=cfg.tie_embeddings)
-  model = transformers.LlamaForCausalLM(hf_cfg).train()
+  model = common.torch_llama(cfg).train()
   optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95),
                                 eps=1e-8, weight_decay=WEIGHT_DECAY)
   tokens = torch.from_numpy(_tokens(cfg, batch, seq).astype(np.int64))
