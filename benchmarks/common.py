@@ -82,3 +82,23 @@ def torch_llama(config, model_class_name: str = "LlamaForCausalLM", seed: int = 
   torch.manual_seed(seed)
   hf_config = transformers.LlamaConfig(**{**hf_import.config_to_hf(config), **overrides})
   return getattr(transformers, model_class_name)(hf_config)
+
+
+def train_benchmark_setup(description: str):
+  """The shared start of the train benchmarks: args, model config, tokens per step, load before
+  timing, and the measured matmul peak."""
+  import argparse
+
+  import torch
+
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--gin_file", default="gin_configs/models/small.gin")
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--seq", type=int, default=256)
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--threads", type=int, default=os.cpu_count())
+  args = parser.parse_args()
+  torch.set_num_threads(args.threads)
+  load_before = machine_load()
+  return args, model_config(args.gin_file), args.batch * args.seq, load_before, (
+      matmul_peak_gflops())

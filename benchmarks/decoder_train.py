@@ -7,7 +7,6 @@ and gradients of every parameter. MFU counts consensus_jax.models.flops.train_fl
 (6 x matmul params + 12 x layers x d_model x seq per token, forward+backward), against the
 float32 matmul peak measured here.
 """
-import argparse
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -56,27 +55,16 @@ def torch_step(cfg, batch, seq, repeats):
 
 
 def main():
-  parser = argparse.ArgumentParser()
-  parser.add_argument("--gin_file", default="gin_configs/models/small.gin")
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--seq", type=int, default=256)
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--threads", type=int, default=os.cpu_count())
-  args = parser.parse_args()
-
-  import torch
-  torch.set_num_threads(args.threads)
-  cfg = common.model_config(args.gin_file)
-  tokens = args.batch * args.seq
-  peak = common.matmul_peak_gflops()
+  args, cfg, tokens, load_before, peak = common.train_benchmark_setup(
+      __doc__.splitlines()[0])
   peak_gflops = max(peak.values())
   flops = train_flops_per_token(cfg, args.seq) * tokens
 
   jax_s, jax_all = jax_step(cfg, args.batch, args.seq, args.repeats)
   torch_s, torch_all = torch_step(cfg, args.batch, args.seq, args.repeats)
   print(f"model {args.gin_file}: {params_lib.count_params(cfg) / 1e6:.1f}M params, "
-        f"batch {args.batch} x seq {args.seq}, {args.repeats} timed runs each, "
-        f"{common.machine_load()}")
+        f"batch {args.batch} x seq {args.seq}, {args.repeats} timed runs each; before: "
+        f"{load_before}; after: {common.machine_load()}")
   print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s")
   common.print_train_rows("fwd+bwd", [("consensus_jax", jax_s, jax_all),
                                       ("torch", torch_s, torch_all)], tokens, flops, peak_gflops)

@@ -9,7 +9,6 @@ with in/out shardings and a donated state on a one-device mesh); torch runs Llam
 the same shape with torch.optim.AdamW. MFU = models.flops.train_flops_per_token x tokens/s over
 the float32 matmul peak measured in this script (benchmarks.common, the max of JAX and torch).
 """
-import argparse
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -99,20 +98,8 @@ def torch_train_step(cfg, batch, seq, repeats):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--gin_file", default="gin_configs/models/small.gin")
-  parser.add_argument("--batch", type=int, default=8)
-  parser.add_argument("--seq", type=int, default=256)
-  parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--threads", type=int, default=os.cpu_count())
-  args = parser.parse_args()
-
-  import torch
-  torch.set_num_threads(args.threads)
-  cfg = common.model_config(args.gin_file)
-  tokens = args.batch * args.seq
-  load_before = common.machine_load()
-  peak = common.matmul_peak_gflops()
+  args, cfg, tokens, load_before, peak = common.train_benchmark_setup(
+      __doc__.splitlines()[0])
   peak_gflops = max(peak.values())
   step_flops = flops.train_flops_per_token(cfg, args.seq) * tokens
 
