@@ -8,7 +8,6 @@ There is no peer implementation of the whole program; the figure is reported wit
 (the sampler and the scorer alone, timed in the same run).
 """
 import argparse
-import functools
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -49,7 +48,7 @@ def main():
   run = lambda: jax.block_until_ready(program(policy, rm, prompts, prompt_lengths, prefixes,
                                               prefix_lengths, mask, next(keys)))
   total_s, runs = common.median_seconds(run, args.repeats)
-  sample = jax.jit(functools.partial(decoding.sample, config, cfg=sampler))
+  sample = decoding.jit_sampler(config, sampler)
   sample_s, _ = common.median_seconds(
       lambda: jax.block_until_ready(sample(policy, prompts, prompt_lengths, next(keys))),
       args.repeats)

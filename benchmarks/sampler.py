@@ -8,7 +8,6 @@ temperature 1 with a KV cache, and neither stops early (no EOS), so both produce
 prompts x samples x new_tokens tokens.
 """
 import argparse
-import functools
 import os
 import tempfile
 
@@ -45,7 +44,7 @@ def main():
 
   cfg = decoding.SamplerConfig(max_new_tokens=args.new_tokens, num_samples=args.samples,
                                temperature=1.0, eos_id=-1, prompt_buckets=(args.prompt_length,))
-  sample = jax.jit(functools.partial(decoding.sample, config, cfg=cfg))
+  sample = decoding.jit_sampler(config, cfg)
   keys = iter(jax.random.split(jax.random.key(1), 100))
   ours_s, ours_all = common.median_seconds(
       lambda: jax.block_until_ready(sample(params, prompts, lengths, next(keys))), args.repeats)

@@ -82,4 +82,5 @@ def run(policy_config: DecoderConfig, rm_config: DecoderConfig, cfg: ConsensusCo
 
 def compile_program(policy_config: DecoderConfig, rm_config: DecoderConfig,
                     cfg: ConsensusConfig):
-  return jax.jit(functools.partial(run, policy_config, rm_config, cfg))
+  return jax.jit(functools.partial(run, policy_config, rm_config, cfg),
+                 compiler_options=decoding.compiler_options())

@@ -27,7 +27,9 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[tuple[str, ...]]], ...] = (
     ("heads", ("tensor",)),
     ("kv_heads", ("tensor",)),
     ("head_dim", None),
+    ("qkv", None),  # Fused kernels: which of (query heads..., key, value).
     ("mlp", ("tensor",)),
+    ("gate_up", None),
     ("norm", None),
     ("layers", None),
     ("score", None),

@@ -42,15 +42,17 @@ def _greedy_reference(config, params, prompt, steps):
   return tokens[len(prompt):]
 
 
-@pytest.mark.parametrize("scan", [True, False], ids=["scanned", "unrolled"])
-def test_greedy_with_cache_equals_argmax_of_full_forward(scan):
+@pytest.mark.parametrize("scan,decode_layout", [(True, True), (False, True), (True, False)],
+                         ids=["scanned", "unrolled", "scanned-decoded-as-scanned"])
+def test_greedy_with_cache_equals_argmax_of_full_forward(scan, decode_layout):
   config = CONFIG.replace(scan_layers=scan)
   params = _params()
   if not scan:
     params = {k: v for k, v in params.items() if k != "layers"} | {
         f"layers_{i}": jax.tree_util.tree_map(lambda w, i=i: w[i], params["layers"])
         for i in range(config.num_layers)}
-  cfg = decoding.SamplerConfig(max_new_tokens=10, num_samples=2, temperature=0.0, eos_id=-1)
+  cfg = decoding.SamplerConfig(max_new_tokens=10, num_samples=2, temperature=0.0, eos_id=-1,
+                               decode_layout=decode_layout)
   tokens_BP, lengths_B = _prompts()
   out = _sampler(config, cfg)(params, tokens_BP, lengths_B, jax.random.key(0))
   for row in range(3):

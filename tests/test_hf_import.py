@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from consensus_jax.models import decoder, hf_import, safetensors_io
+from consensus_jax.models import decoder, hf_import, param_layout, safetensors_io
 from tests import hf_fixtures
 
 CASES = {
@@ -45,7 +45,7 @@ def test_unrolled_layout_gives_same_logits(tmp_path):
   model = hf_fixtures.save_random_llama(tmp_path / "hf", num_heads=4, num_kv_heads=2)
   config, params = hf_import.from_hf(tmp_path / "hf")
   tokens = _tokens(97)
-  unrolled = hf_import.scanned_to_unrolled(params, config.num_layers)
+  unrolled = param_layout.scanned_to_unrolled(params, config.num_layers)
   assert "layers" not in unrolled and "layers_1" in unrolled
   np.testing.assert_allclose(
       _our_logits(config.replace(scan_layers=False), unrolled, tokens),

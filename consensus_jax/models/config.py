@@ -32,6 +32,9 @@ class DecoderConfig:
   tie_embeddings: bool = False
   max_seq_len: int = 2048
   scan_layers: bool = True
+  # Param layout only (see param_layout): one qkv kernel per layer and, for SwiGLU, one kernel
+  # for gate and up. The sampler decodes in this layout; checkpoints use the unfused one.
+  fused_projections: bool = False
   remat_policy: str = "none"
   dtype: str = "float32"
 

@@ -29,12 +29,12 @@ def config_gin(config) -> str:
 
 def convert(hf_dir: str, output_dir: str, unrolled: bool = False) -> pathlib.Path:
   from consensus_jax import checkpointing
-  from consensus_jax.models import hf_import
+  from consensus_jax.models import hf_import, param_layout
 
   config, params = hf_import.from_hf(hf_dir)
   if unrolled:
     config = config.replace(scan_layers=False)
-    params = hf_import.scanned_to_unrolled(params, config.num_layers)
+    params = param_layout.scanned_to_unrolled(params, config.num_layers)
   output = pathlib.Path(output_dir)
   output.mkdir(parents=True, exist_ok=True)
   checkpointing.save_params(output / "params", params)

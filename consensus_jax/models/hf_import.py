@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from consensus_jax.models import safetensors_io
+from consensus_jax.models import param_layout, safetensors_io
 from consensus_jax.models.config import DecoderConfig
 
 
@@ -155,30 +155,15 @@ def _all_hf_names(config: DecoderConfig):
     yield from _layer_tensors(config, i)
 
 
-def scanned_to_unrolled(params: dict, num_layers: int) -> dict:
-  out = {k: v for k, v in params.items() if k != "layers"}
-  for i in range(num_layers):
-    out[f"layers_{i}"] = {m: {leaf: w[i] for leaf, w in leaves.items()}
-                          for m, leaves in params["layers"].items()}
-  return out
-
-
-def unrolled_to_scanned(params: dict, num_layers: int) -> dict:
-  out = {k: v for k, v in params.items() if not k.startswith("layers_")}
-  first = params["layers_0"]
-  out["layers"] = {m: {leaf: np.stack([np.asarray(params[f"layers_{i}"][m][leaf])
-                                       for i in range(num_layers)])
-                       for leaf in leaves}
-                   for m, leaves in first.items()}
-  return out
-
-
 def to_hf(config: DecoderConfig, params: dict, path) -> None:
   """Writes config.json and model.safetensors (float32) that transformers loads."""
   directory = pathlib.Path(path)
   directory.mkdir(parents=True, exist_ok=True)
+  if config.fused_projections:
+    raise ValueError("to_hf: fused projection kernels (fused_projections=True) have no Hugging "
+                     "Face layout; export the unfused params")
   if "layers" not in params:
-    params = unrolled_to_scanned(params, config.num_layers)
+    params = param_layout.unrolled_to_scanned(params, config.num_layers)
   tensors = {"model.embed_tokens.weight": np.asarray(params["embedding"], np.float32),
              "model.norm.weight": np.asarray(params["final_norm"]["scale"], np.float32)}
   if not config.tie_embeddings:

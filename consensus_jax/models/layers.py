@@ -64,7 +64,7 @@ def attention_mask(segment_ids_BL: jax.Array) -> jax.Array:
 
 
 def _project_heads(x_BLE: jax.Array, w_END: jax.Array) -> jax.Array:
-  """x @ W for a [embed, heads, head_dim] kernel, as one 2-D matmul (faster on CPU)."""
+  """x @ W for an [embed, ...] kernel, as one 2-D matmul (faster on CPU) -> [B, L, ...]."""
   batch, length, _ = x_BLE.shape
   out = jnp.dot(x_BLE, w_END.reshape(w_END.shape[0], -1))
   return out.reshape(batch, length, *w_END.shape[1:])
@@ -73,30 +73,46 @@ def _project_heads(x_BLE: jax.Array, w_END: jax.Array) -> jax.Array:
 class Attention(nn.Module):
   """Grouped-query self-attention (K key/value heads shared by groups of G = H / K query heads).
 
-  With `decode_mode="prefill"` the keys and values of a right-padded prompt are written to a KV
-  cache of `cache_length` positions (collection "cache"), and each row's index is set to its
-  prompt length; with `decode_mode="step"` one token per row is written at that row's index and
-  attends to the cache up to it. Projections (`_project`) and attention (`_attend`) are the same
-  in every mode, so the cache adds no parameters.
+  Decoding keeps two caches (collection "cache"), because each prompt is sampled N times:
+  - the prompt cache `prompt_key`/`prompt_value` [B, K, P, D], one per prompt, written by
+    `decode_mode="prefill"` from a left-padded prompt batch (every row's last token in the last
+    slot, segment id 0 on the padding in front; `start` is each row's first real slot);
+  - the sample cache `key`/`value` [B*N, K, T, D] for T = `new_tokens` generated tokens, where
+    `decode_mode="step"` writes one token per row (rows b*N..b*N+N-1 are prompt b's samples)
+    at `index`, the same slot for every row.
+  A step reads each prompt's keys once for its N samples instead of N tiled copies, which on a
+  memory-bound step is most of the cache traffic, and the shared slot makes the write one
+  in-place dynamic_update_slice. Projections (`_project`) are the same in every mode, so the
+  caches add no parameters.
   """
   config: DecoderConfig
   decode_mode: Optional[str] = None
-  cache_length: int = 0
+  new_tokens: int = 0
+  samples_per_prompt: int = 1
 
   def _project(self, x_BLE, positions_BL):
     cfg = self.config
     dtype, head_dim = cfg.compute_dtype, cfg.resolved_head_dim
     init = _fan_in_init([0])
-    wq_EHD = logical_param(self, "query", (cfg.d_model, cfg.num_heads, head_dim),
-                           ("embed", "heads", "head_dim"), init)
-    wk_EKD = logical_param(self, "key", (cfg.d_model, cfg.num_kv_heads, head_dim),
-                           ("embed", "kv_heads", "head_dim"), init)
-    wv_EKD = logical_param(self, "value", (cfg.d_model, cfg.num_kv_heads, head_dim),
-                           ("embed", "kv_heads", "head_dim"), init)
     x_BLE = x_BLE.astype(dtype)
-    q_BLHD = _project_heads(x_BLE, wq_EHD.astype(dtype))
-    k_BLKD = _project_heads(x_BLE, wk_EKD.astype(dtype))
-    v_BLKD = _project_heads(x_BLE, wv_EKD.astype(dtype))
+    if cfg.fused_projections:
+      groups = cfg.num_heads // cfg.num_kv_heads
+      w_EKXD = logical_param(self, "qkv", (cfg.d_model, cfg.num_kv_heads, groups + 2, head_dim),
+                             ("embed", "kv_heads", "qkv", "head_dim"), init)
+      qkv_BLKXD = _project_heads(x_BLE, w_EKXD.astype(dtype))
+      batch, length = x_BLE.shape[:2]
+      q_BLHD = qkv_BLKXD[:, :, :, :groups].reshape(batch, length, cfg.num_heads, head_dim)
+      k_BLKD, v_BLKD = qkv_BLKXD[:, :, :, groups], qkv_BLKXD[:, :, :, groups + 1]
+    else:
+      wq_EHD = logical_param(self, "query", (cfg.d_model, cfg.num_heads, head_dim),
+                             ("embed", "heads", "head_dim"), init)
+      wk_EKD = logical_param(self, "key", (cfg.d_model, cfg.num_kv_heads, head_dim),
+                             ("embed", "kv_heads", "head_dim"), init)
+      wv_EKD = logical_param(self, "value", (cfg.d_model, cfg.num_kv_heads, head_dim),
+                             ("embed", "kv_heads", "head_dim"), init)
+      q_BLHD = _project_heads(x_BLE, wq_EHD.astype(dtype))
+      k_BLKD = _project_heads(x_BLE, wk_EKD.astype(dtype))
+      v_BLKD = _project_heads(x_BLE, wv_EKD.astype(dtype))
     q_BLHD = checkpoint_name(apply_rotary(q_BLHD, positions_BL, cfg.rope_theta), "query_proj")
     k_BLKD = checkpoint_name(apply_rotary(k_BLKD, positions_BL, cfg.rope_theta), "key_proj")
     v_BLKD = checkpoint_name(v_BLKD, "value_proj")
@@ -123,16 +139,75 @@ class Attention(nn.Module):
     out_BKGLD = jnp.einsum("BKGLS,BKSD->BKGLD", probs_BKGLS, v_BKSD)
     return out_BKGLD.transpose(0, 3, 1, 2, 4).reshape(batch, length, num_heads, head_dim)
 
-  def _cache(self, batch, dtype):
-    cfg = self.config
-    shape = (batch, cfg.num_kv_heads, self.cache_length, cfg.resolved_head_dim)
-    key = self.variable("cache", "key", jnp.zeros, shape, dtype)
-    value = self.variable("cache", "value", jnp.zeros, shape, dtype)
-    index = self.variable("cache", "index", jnp.zeros, (batch,), jnp.int32)
-    return key, value, index
+  def _cache_variable(self, name, shape, dtype):
+    return self.variable("cache", name, jnp.zeros, shape, dtype)
 
   def _store(self, variable, value_BKSD):
     variable.value = partitioning.constrain(value_BKSD, CACHE_AXES)
+
+  def _prefill(self, q_BLHD, k_BKLD, v_BKLD, mask_B11LS, lengths_B):
+    cfg = self.config
+    batch, _, prompt_len, head_dim = k_BKLD.shape
+    self._store(self._cache_variable("prompt_key", k_BKLD.shape, k_BKLD.dtype), k_BKLD)
+    self._store(self._cache_variable("prompt_value", v_BKLD.shape, v_BKLD.dtype), v_BKLD)
+    self._cache_variable("start", (batch,), jnp.int32).value = (
+        prompt_len - lengths_B).astype(jnp.int32)
+    sample_shape = (batch * self.samples_per_prompt, cfg.num_kv_heads, self.new_tokens, head_dim)
+    self._store(self._cache_variable("key", sample_shape, k_BKLD.dtype),
+                jnp.zeros(sample_shape, k_BKLD.dtype))
+    self._store(self._cache_variable("value", sample_shape, v_BKLD.dtype),
+                jnp.zeros(sample_shape, v_BKLD.dtype))
+    self._cache_variable("index", (), jnp.int32).value = jnp.int32(0)
+    return self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
+
+  def _step(self, q_BLHD, k_BKLD, v_BKLD):
+    """One token per row against its prompt's cache and its own samples' cache."""
+    cfg = self.config
+    rows, length, num_heads, head_dim = q_BLHD.shape
+    if length != 1:
+      raise ValueError(f"decode step: one token per row, got {length}")
+    samples, kv_heads = self.samples_per_prompt, cfg.num_kv_heads
+    groups = num_heads // kv_heads
+    prompt_key, prompt_value, start, key, value, index = (
+        self.get_variable("cache", n) for n in ("prompt_key", "prompt_value", "start", "key",
+                                                 "value", "index"))
+    if prompt_key is None:
+      raise ValueError("decode step before prefill: the cache has no prompt keys")
+    batch, _, prompt_len, _ = prompt_key.shape
+    key = jax.lax.dynamic_update_slice(key, k_BKLD, (0, 0, index, 0))
+    value = jax.lax.dynamic_update_slice(value, v_BKLD, (0, 0, index, 0))
+    self._store(self.variable("cache", "key"), key)
+    self._store(self.variable("cache", "value"), value)
+    self.variable("cache", "index").value = index + 1
+
+    scale = head_dim ** -0.5
+    # Prompt part: the N samples' query heads of prompt b form one [N*G, D] block per kv head.
+    q_BKXD = q_BLHD.reshape(batch, samples, kv_heads, groups, head_dim).transpose(
+        0, 2, 1, 3, 4).reshape(batch, kv_heads, samples * groups, head_dim)
+    prompt_scores_BKXP = jnp.einsum("BKXD,BKPD->BKXP", q_BKXD, prompt_key,
+                                    preferred_element_type=jnp.float32) * scale
+    prompt_visible_B11P = (jnp.arange(prompt_len)[None, :] >= start[:, None])[:, None, None]
+    prompt_scores_BKXP = jnp.where(prompt_visible_B11P, prompt_scores_BKXP, _NEG_INF)
+    prompt_scores_RKGP = prompt_scores_BKXP.reshape(
+        batch, kv_heads, samples, groups, prompt_len).transpose(0, 2, 1, 3, 4).reshape(
+            rows, kv_heads, groups, prompt_len)
+    # Sample part: each row's own generated tokens, up to and including this one.
+    q_RKGD = q_BLHD.reshape(rows, kv_heads, groups, head_dim)
+    own_scores_RKGT = jnp.einsum("RKGD,RKTD->RKGT", q_RKGD, key,
+                                 preferred_element_type=jnp.float32) * scale
+    own_scores_RKGT = jnp.where(jnp.arange(self.new_tokens) <= index, own_scores_RKGT, _NEG_INF)
+
+    probs = jax.nn.softmax(jnp.concatenate([prompt_scores_RKGP, own_scores_RKGT], axis=-1),
+                           axis=-1).astype(q_BLHD.dtype)
+    prompt_probs_BKXP = probs[..., :prompt_len].reshape(
+        batch, samples, kv_heads, groups, prompt_len).transpose(0, 2, 1, 3, 4).reshape(
+            batch, kv_heads, samples * groups, prompt_len)
+    prompt_out_BKXD = jnp.einsum("BKXP,BKPD->BKXD", prompt_probs_BKXP, prompt_value)
+    prompt_out_RKGD = prompt_out_BKXD.reshape(batch, kv_heads, samples, groups,
+                                              head_dim).transpose(0, 2, 1, 3, 4).reshape(
+                                                  rows, kv_heads, groups, head_dim)
+    own_out_RKGD = jnp.einsum("RKGT,RKTD->RKGD", probs[..., prompt_len:], value)
+    return (prompt_out_RKGD + own_out_RKGD).reshape(rows, 1, num_heads, head_dim)
 
   @nn.compact
   def __call__(self, x_BLE, positions_BL, mask_B11LS, lengths_B=None):
@@ -142,24 +217,9 @@ class Attention(nn.Module):
     if self.decode_mode is None:
       out_BLHD = self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
     elif self.decode_mode == "prefill":
-      batch, length = x_BLE.shape[:2]
-      if length > self.cache_length:
-        raise ValueError(f"prefill of {length} tokens does not fit a KV cache of "
-                         f"{self.cache_length}")
-      key, value, index = self._cache(batch, k_BLKD.dtype)
-      self._store(key, key.value.at[:, :, :length].set(k_BKLD))
-      self._store(value, value.value.at[:, :, :length].set(v_BKLD))
-      index.value = lengths_B.astype(jnp.int32)
-      out_BLHD = self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
+      out_BLHD = self._prefill(q_BLHD, k_BKLD, v_BKLD, mask_B11LS, lengths_B)
     elif self.decode_mode == "step":
-      key, value, index = self._cache(x_BLE.shape[0], k_BLKD.dtype)
-      slots_BS = jnp.arange(self.cache_length)[None, :]
-      write_B1S1 = (slots_BS == index.value[:, None])[:, None, :, None]
-      self._store(key, jnp.where(write_B1S1, k_BKLD, key.value))
-      self._store(value, jnp.where(write_B1S1, v_BKLD, value.value))
-      visible_B111S = (slots_BS <= index.value[:, None])[:, None, None, None, :]
-      out_BLHD = self._attend(q_BLHD, key.value, value.value, visible_B111S)
-      index.value = index.value + 1
+      out_BLHD = self._step(q_BLHD, k_BKLD, v_BKLD)
     else:
       raise ValueError(f"decode_mode={self.decode_mode!r} is not None, 'prefill' or 'step'")
     wo_HDE = logical_param(self, "out", (cfg.num_heads, cfg.resolved_head_dim, cfg.d_model),
@@ -181,14 +241,21 @@ class Mlp(nn.Module):
     dtype, init = cfg.compute_dtype, _fan_in_init([0])
     x_BLE = x_BLE.astype(dtype)
     hidden_axes = ("activation_batch", "activation_length", "activation_mlp")
-    w_up_EF = logical_param(self, "wi_up", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"), init)
-    up_BLF = jnp.einsum("BLE,EF->BLF", x_BLE, w_up_EF.astype(dtype))
-    if cfg.mlp_kind == "swiglu":
+    if cfg.mlp_kind == "swiglu" and cfg.fused_projections:
+      w_EXF = logical_param(self, "wi_fused", (cfg.d_model, 2, cfg.mlp_dim),
+                            ("embed", "gate_up", "mlp"), init)
+      gate_up_BLXF = _project_heads(x_BLE, w_EXF.astype(dtype))
+      hidden_BLF = jax.nn.silu(gate_up_BLXF[:, :, 0]) * gate_up_BLXF[:, :, 1]
+    elif cfg.mlp_kind == "swiglu":
+      w_up_EF = logical_param(self, "wi_up", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"), init)
+      up_BLF = jnp.einsum("BLE,EF->BLF", x_BLE, w_up_EF.astype(dtype))
       w_gate_EF = logical_param(self, "wi_gate", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"),
                                 init)
       gate_BLF = jnp.einsum("BLE,EF->BLF", x_BLE, w_gate_EF.astype(dtype))
       hidden_BLF = jax.nn.silu(gate_BLF) * up_BLF
     else:
+      w_up_EF = logical_param(self, "wi_up", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"), init)
+      up_BLF = jnp.einsum("BLE,EF->BLF", x_BLE, w_up_EF.astype(dtype))
       hidden_BLF = jax.nn.gelu(up_BLF, approximate=False)
     hidden_BLF = partitioning.constrain(hidden_BLF, hidden_axes)
     w_down_FE = logical_param(self, "wo", (cfg.mlp_dim, cfg.d_model), ("mlp", "embed"), init)
