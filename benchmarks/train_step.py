@@ -76,13 +76,13 @@ def jax_train_step(cfg, batch, seq, repeats):
   return common.median_seconds(run, repeats)
 
 
-def torch_train_step(cfg, batch, seq, repeats):
+def torch_train_step(cfg, batch, seq, repeats, device="cpu"):
   import torch
 
-  model = common.torch_llama(cfg).train()
+  model = common.torch_llama(cfg).to(device).train()
   optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95),
                                 eps=1e-8, weight_decay=WEIGHT_DECAY)
-  tokens = torch.from_numpy(_tokens(cfg, batch, seq).astype(np.int64))
+  tokens = torch.from_numpy(_tokens(cfg, batch, seq).astype(np.int64)).to(device)
 
   def run():
     optimizer.zero_grad(set_to_none=True)

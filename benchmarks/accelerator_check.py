@@ -1,0 +1,217 @@
+"""The sampler and a train step on an accelerator, against torch on the same device.
+
+    python -m benchmarks.accelerator_check [--sections sample,train] [--big_gin ...]
+
+For a machine with a GPU (or TPU) where only jax, flax, optax, orbax, torch and transformers
+are installed (gin-config travels as a wheel): seqio and tensorflow feed data and write
+summaries, not the step itself, so when they are missing they are replaced by empty modules
+here and never used. Prints, each section on its own so one failure does not hide the rest:
+- devices and versions;
+- greedy sampling with the KV cache equals the argmax of full forwards, on the device;
+- sampler new tokens/s, 16 samples x 128 new tokens of one 64-token prompt, for `small`
+  (float32) against transformers `generate` with the same weights on the same device, and for
+  the big model (bfloat16 compute) against `generate` in bfloat16;
+- train-step tokens/s and MFU (against a bf16 matmul peak measured here) for `small` and the
+  big model, with torch's step of `small` in the same run.
+"""
+import argparse
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import tempfile
+import time
+import traceback
+import types
+
+
+class _Placeholder(type):
+  """Any attribute of a placeholder module: a class whose attributes and calls are
+  placeholders too, so module-level uses (base classes, constants) import cleanly."""
+
+  def __getattr__(cls, name):
+    if name.startswith("__"):
+      raise AttributeError(name)
+    return _Placeholder(name, (), {})
+
+  def __call__(cls, *args, **kwargs):
+    return cls
+
+
+class _EmptyModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+  """Stands in for packages a train step does not use (seqio, tensorflow) when absent."""
+  ROOTS = ("seqio", "tensorflow", "tensorflow_datasets", "tensorflow_text")
+
+  def find_spec(self, name, path, target=None):
+    if name.split(".")[0] in self.ROOTS:
+      return importlib.machinery.ModuleSpec(name, self, is_package=True)
+    return None
+
+  def create_module(self, spec):
+    module = types.ModuleType(spec.name)
+    module.__path__ = []
+    module.__getattr__ = lambda attr: _Placeholder(attr, (), {})
+    return module
+
+  def exec_module(self, module):
+    pass
+
+
+def _stub_missing_data_packages():
+  import importlib.util
+  missing = [r for r in _EmptyModules.ROOTS if importlib.util.find_spec(r) is None]
+  if missing:
+    sys.meta_path.append(_EmptyModules())
+    print(f"[setup] not installed, replaced by empty modules: {', '.join(missing)}")
+
+
+def _section(name, fn, *args):
+  start = time.perf_counter()
+  print(f"\n=== {name}", flush=True)
+  try:
+    fn(*args)
+  except Exception:  # noqa: BLE001 - report and go on to the next section
+    traceback.print_exc()
+    print(f"=== {name}: FAILED", flush=True)
+  print(f"=== {name}: {time.perf_counter() - start:.0f}s", flush=True)
+
+
+def _devices():
+  import flax
+  import jax
+  import torch
+  import transformers
+  print(f"jax {jax.__version__}, flax {flax.__version__}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}")
+  print(f"jax devices: {jax.devices()}; torch cuda: {torch.cuda.is_available()}")
+
+
+def _greedy_equals_full_forward():
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  from benchmarks import common
+  from consensus_jax import decoding
+  from consensus_jax.models import decoder
+  from consensus_jax.models.config import DecoderConfig
+
+  config = DecoderConfig(vocab_size=64, num_layers=2, d_model=64, num_heads=4, num_kv_heads=2,
+                         mlp_dim=96, max_seq_len=64)
+  params = common.random_params(config)
+  params["unembed"] = params["unembed"] * 4.0
+  tokens_BP, lengths_B = decoding.pad_to_bucket([[5, 9, 13, 2, 7], [11, 3]], (8,), 64)
+  cfg = decoding.SamplerConfig(max_new_tokens=8, num_samples=2, temperature=0.0, eos_id=-1)
+  out = decoding.jit_sampler(config, cfg)(params, tokens_BP, lengths_B, jax.random.key(0))
+  forward = jax.jit(lambda p, t: decoder.Decoder(config).apply({"params": p}, t))
+  for row in range(2):
+    tokens = list(tokens_BP[row, :lengths_B[row]])
+    for _ in range(8):
+      tokens.append(int(jnp.argmax(forward(params, jnp.asarray([tokens]))[0, -1])))
+    got = np.asarray(out.tokens_BNT[row, 0]).tolist()
+    print(f"row {row}: cache {got} full {tokens[lengths_B[row]:]} "
+          f"{'EQUAL' if got == tokens[lengths_B[row]:] else 'DIFFERENT'}")
+
+
+def _sampler_speed(gin_file, repeats):
+  import jax
+  import numpy as np
+  import torch
+  import transformers
+
+  from benchmarks import common
+  from consensus_jax import decoding
+  from consensus_jax.models import hf_import
+
+  config = common.model_config(gin_file)
+  host_params = common.random_params(config)
+  params = jax.device_put(host_params)
+  prompts = np.random.RandomState(0).randint(3, config.vocab_size, (1, 64)).astype(np.int32)
+  lengths = np.full((1,), 64, np.int32)
+  cfg = decoding.SamplerConfig(max_new_tokens=128, num_samples=16, temperature=1.0, eos_id=-1,
+                               prompt_buckets=(64,))
+  sample = decoding.jit_sampler(config, cfg)
+  keys = iter(jax.random.split(jax.random.key(1), 100))
+  ours_s, ours_all = common.median_seconds(
+      lambda: jax.block_until_ready(sample(params, prompts, lengths, next(keys))), repeats)
+
+  dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+  with tempfile.TemporaryDirectory() as hf_dir:
+    hf_import.to_hf(config, host_params, hf_dir)
+    del host_params
+    model = transformers.LlamaForCausalLM.from_pretrained(hf_dir, dtype=dtype).cuda().eval()
+  prompt_t = torch.from_numpy(prompts.astype(np.int64)).cuda()
+
+  def generate():
+    with torch.no_grad():
+      model.generate(prompt_t, attention_mask=torch.ones_like(prompt_t), do_sample=True,
+                     temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=16,
+                     max_new_tokens=128, min_new_tokens=128, use_cache=True, pad_token_id=0,
+                     eos_token_id=None)
+    torch.cuda.synchronize()
+
+  torch_s, torch_all = common.median_seconds(generate, repeats)
+  new_tokens = 16 * 128
+  print(f"{gin_file} ({config.dtype}): consensus_jax {new_tokens / ours_s:.0f} new tokens/s "
+        f"(runs {', '.join(f'{t:.3f}' for t in ours_all)}); transformers generate "
+        f"{new_tokens / torch_s:.0f} (runs {', '.join(f'{t:.3f}' for t in torch_all)}); "
+        f"ratio {torch_s / ours_s:.2f}x")
+  del model
+  torch.cuda.empty_cache()
+
+
+def _bf16_peak_flops(size=8192, repeats=10):
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks import common
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.bfloat16)
+  mm = jax.jit(lambda x: x @ x)
+  seconds, _ = common.median_seconds(lambda: mm(a).block_until_ready(), repeats)
+  return 2.0 * size ** 3 / seconds
+
+
+def _train_speed(gin_file, batch, seq, repeats, with_torch):
+  from benchmarks import common, train_step
+  from consensus_jax.models import flops
+
+  config = common.model_config(gin_file)
+  peak = _bf16_peak_flops()
+  step_flops = flops.train_flops_per_token(config, seq) * batch * seq
+  rows = [("consensus_jax", *train_step.jax_train_step(config, batch, seq, repeats))]
+  if with_torch:
+    rows.append(("torch", *train_step.torch_train_step(config, batch, seq, repeats, "cuda")))
+  print(f"{gin_file} ({config.dtype}), batch {batch} x {seq}; bf16 matmul peak "
+        f"{peak / 1e12:.0f} TFLOP/s")
+  for name, seconds, runs in rows:
+    print(f"{name:14s} {batch * seq / seconds:10.0f} tokens/s  MFU "
+          f"{step_flops / seconds / peak:6.1%}  (runs {', '.join(f'{t:.4f}' for t in runs)})")
+  if len(rows) > 1:
+    print(f"ratio: {rows[1][1] / rows[0][1]:.2f}x")
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sections", default="devices,greedy,sample,train")
+  parser.add_argument("--small_gin", default="gin_configs/models/small.gin")
+  parser.add_argument("--big_gin", default="gin_configs/models/rm_1b.gin")
+  parser.add_argument("--repeats", type=int, default=3)
+  args = parser.parse_args()
+  _stub_missing_data_packages()
+  sections = args.sections.split(",")
+  if "devices" in sections:
+    _section("devices", _devices)
+  if "greedy" in sections:
+    _section("greedy sampling with the cache vs full forwards", _greedy_equals_full_forward)
+  if "sample" in sections:
+    for gin_file in (args.small_gin, args.big_gin):
+      _section(f"sampler {gin_file}", _sampler_speed, gin_file, args.repeats)
+  if "train" in sections:
+    _section(f"train step {args.small_gin}", _train_speed, args.small_gin, 8, 256,
+             args.repeats, True)
+    _section(f"train step {args.big_gin}", _train_speed, args.big_gin, 8, 1024, args.repeats,
+             False)
+
+
+if __name__ == "__main__":
+  main()
