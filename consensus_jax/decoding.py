@@ -24,6 +24,7 @@ import numpy as np
 from consensus_jax.models import param_layout
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
+from consensus_jax.models.layers import DecodeSpec
 
 PAD_ID = 0
 
@@ -39,6 +40,9 @@ class SamplerConfig:
   top_p: float = 1.0  # 1.0: off.
   eos_id: int = 1
   prompt_buckets: tuple[int, ...] = (64, 128, 256, 512, 1024)
+  # Sample-cache slots per chunk (models.layers.DecodeSpec): each chunk gets its own loop,
+  # whose steps read only the chunks written so far. 0: one chunk, one loop.
+  cache_chunk: int = 32
   # Decode in param_layout.decode_layout (unrolled, fused kernels): faster steps, at the cost
   # of a second copy of the layer weights while sampling. False decodes in the given layout.
   decode_layout: bool = True
@@ -47,6 +51,8 @@ class SamplerConfig:
     if self.max_new_tokens <= 0 or self.num_samples <= 0:
       raise ValueError(f"SamplerConfig: max_new_tokens={self.max_new_tokens} and "
                        f"num_samples={self.num_samples} must be positive")
+    if self.cache_chunk < 0:
+      raise ValueError(f"SamplerConfig: cache_chunk={self.cache_chunk} must be >= 0")
     if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
       raise ValueError(f"SamplerConfig: temperature={self.temperature} must be >= 0, "
                        f"top_p={self.top_p} in (0, 1], top_k={self.top_k} >= 0")
@@ -129,22 +135,14 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
   if cfg.decode_layout:
     config, params = param_layout.decode_layout(config, params)
   tokens_BP, positions_BP, segments_BP = _left_align(prompt_tokens_BP, prompt_lengths_B)
-  decoder_args = dict(new_tokens=cfg.max_new_tokens, samples_per_prompt=cfg.num_samples)
-  prefill = Decoder(config, decode_mode="prefill", **decoder_args)
-  logits_BPV, variables = prefill.apply({"params": params}, tokens_BP, positions_BP,
-                                        segments_BP, mutable=["cache"])
+  spec = DecodeSpec("prefill", cfg.max_new_tokens, cfg.num_samples, cfg.cache_chunk)
+  logits_BPV, variables = Decoder(config, spec).apply(
+      {"params": params}, tokens_BP, positions_BP, segments_BP, mutable=["cache"])
 
   rows = batch * cfg.num_samples
-  cache = variables["cache"]
-  logits_XV = jnp.repeat(logits_BPV[:, -1], cfg.num_samples, axis=0)
   start_X = jnp.repeat(prompt_lengths_B, cfg.num_samples)
-  step_model = Decoder(config, decode_mode="step", **decoder_args)
 
-  def not_done(state):
-    step, _, _, _, ended_X, _, _, _ = state
-    return (step < cfg.max_new_tokens) & ~jnp.all(ended_X)
-
-  def body(state):
+  def body(step_model, state):
     step, tokens_XT, logits_XV, cache, ended_X, lengths_X, logprob_X, rng = state
     rng, step_rng = jax.random.split(rng)
     token_X = jnp.where(ended_X, PAD_ID, _choose(logits_XV, step_rng, cfg))
@@ -160,10 +158,18 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
     return (step + 1, tokens_XT, logits_X1V[:, 0], variables["cache"], ended_X, lengths_X,
             logprob_X, rng)
 
-  state = (jnp.int32(0), jnp.zeros((rows, cfg.max_new_tokens), jnp.int32), logits_XV, cache,
+  state = (jnp.int32(0), jnp.zeros((rows, cfg.max_new_tokens), jnp.int32),
+           jnp.repeat(logits_BPV[:, -1], cfg.num_samples, axis=0), variables["cache"],
            jnp.zeros((rows,), jnp.bool_), jnp.zeros((rows,), jnp.int32),
            jnp.zeros((rows,), jnp.float32), rng)
-  _, tokens_XT, _, _, _, lengths_X, logprob_X, _ = jax.lax.while_loop(not_done, body, state)
+  # One loop per sample-cache chunk: a step attends only to the chunks written so far.
+  for chunk in range(spec.num_chunks):
+    first, size = spec.chunk_slots(chunk)
+    step_model = Decoder(config, dataclasses.replace(spec, mode="step", chunk=chunk))
+    state = jax.lax.while_loop(
+        lambda state, end=first + size: (state[0] < end) & ~jnp.all(state[4]),
+        functools.partial(body, step_model), state)
+  _, tokens_XT, _, _, _, lengths_X, logprob_X, _ = state
   tokens_BNT = tokens_XT.reshape(batch, cfg.num_samples, -1)
   lengths_BN = lengths_X.reshape(batch, cfg.num_samples)
   logprobs_BN = logprob_X.reshape(batch, cfg.num_samples)

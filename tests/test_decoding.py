@@ -42,9 +42,11 @@ def _greedy_reference(config, params, prompt, steps):
   return tokens[len(prompt):]
 
 
-@pytest.mark.parametrize("scan,decode_layout", [(True, True), (False, True), (True, False)],
-                         ids=["scanned", "unrolled", "scanned-decoded-as-scanned"])
-def test_greedy_with_cache_equals_argmax_of_full_forward(scan, decode_layout):
+@pytest.mark.parametrize("scan,decode_layout,cache_chunk",
+                         [(True, True, 0), (False, True, 0), (True, False, 0), (True, True, 3)],
+                         ids=["scanned", "unrolled", "scanned-decoded-as-scanned",
+                              "cache-in-chunks-of-3"])
+def test_greedy_with_cache_equals_argmax_of_full_forward(scan, decode_layout, cache_chunk):
   config = CONFIG.replace(scan_layers=scan)
   params = _params()
   if not scan:
@@ -52,7 +54,7 @@ def test_greedy_with_cache_equals_argmax_of_full_forward(scan, decode_layout):
         f"layers_{i}": jax.tree_util.tree_map(lambda w, i=i: w[i], params["layers"])
         for i in range(config.num_layers)}
   cfg = decoding.SamplerConfig(max_new_tokens=10, num_samples=2, temperature=0.0, eos_id=-1,
-                               decode_layout=decode_layout)
+                               decode_layout=decode_layout, cache_chunk=cache_chunk)
   tokens_BP, lengths_B = _prompts()
   out = _sampler(config, cfg)(params, tokens_BP, lengths_B, jax.random.key(0))
   for row in range(3):
@@ -65,11 +67,14 @@ def test_greedy_with_cache_equals_argmax_of_full_forward(scan, decode_layout):
 def test_rows_stop_independently_at_eos():
   params = _params()
   tokens_BP, lengths_B = _prompts()
-  greedy = decoding.SamplerConfig(max_new_tokens=12, num_samples=1, temperature=0.0, eos_id=-1)
+  # Chunks of 5 cache slots: rows stop in different chunks' loops.
+  greedy = decoding.SamplerConfig(max_new_tokens=12, num_samples=1, temperature=0.0, eos_id=-1,
+                                  cache_chunk=5)
   free = np.asarray(_sampler(CONFIG, greedy)(params, tokens_BP, lengths_B,
                                              jax.random.key(0)).tokens_BNT[:, 0])
   eos = int(free[0, 3])  # Row 0 emits this token at step 3 (maybe earlier too).
-  cfg = decoding.SamplerConfig(max_new_tokens=12, num_samples=1, temperature=0.0, eos_id=eos)
+  cfg = decoding.SamplerConfig(max_new_tokens=12, num_samples=1, temperature=0.0, eos_id=eos,
+                               cache_chunk=5)
   out = _sampler(CONFIG, cfg)(params, tokens_BP, lengths_B, jax.random.key(0))
   for row in range(3):
     hits = np.flatnonzero(free[row] == eos)
@@ -121,7 +126,8 @@ def test_samples_sorted_by_logprob_and_sharded_equals_single_device():
   params = _params()
   tokens_BP, lengths_B = decoding.pad_to_bucket(
       [[5, 9, 13, 2, 7], [11, 3], [4, 4, 8, 20, 31, 6, 9], [17, 2, 2]], (8,), CONFIG.max_seq_len)
-  cfg = decoding.SamplerConfig(max_new_tokens=8, num_samples=4, temperature=1.0, eos_id=3)
+  cfg = decoding.SamplerConfig(max_new_tokens=8, num_samples=4, temperature=1.0, eos_id=3,
+                               cache_chunk=3)
   single = _sampler(CONFIG, cfg)(params, tokens_BP, lengths_B, jax.random.key(5))
   assert np.all(np.diff(np.asarray(single.logprobs_BN), axis=1) <= 0)
   mesh = partitioning.make_mesh(data=2, tensor=4)

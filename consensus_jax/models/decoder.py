@@ -28,16 +28,13 @@ _EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
 class DecoderLayer(nn.Module):
   config: DecoderConfig
   scanned: bool = False
-  decode_mode: Optional[str] = None
-  new_tokens: int = 0
-  samples_per_prompt: int = 1
+  decode: Optional[layers.DecodeSpec] = None
 
   @nn.compact
   def __call__(self, x_BLE, positions_BL, mask_B11LS, lengths_B):
     cfg = self.config
     normed = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="pre_attention_norm")(x_BLE)
-    attention = layers.Attention(cfg, self.decode_mode, self.new_tokens, self.samples_per_prompt,
-                                 name="attention")
+    attention = layers.Attention(cfg, self.decode, name="attention")
     x_BLE = x_BLE + attention(normed, positions_BL, mask_B11LS, lengths_B)
     normed = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="pre_mlp_norm")(x_BLE)
     x_BLE = partitioning.constrain(x_BLE + layers.Mlp(cfg, name="mlp")(normed), _EMBED_AXES)
@@ -55,15 +52,12 @@ def _layer_class(cfg: DecoderConfig):
 class Decoder(nn.Module):
   """Returns float32 logits_BLV and, with `return_hidden`, the final-norm hidden states_BLE.
 
-  For sampling, `decode_mode="prefill"` runs a left-padded prompt batch (segment ids 0 on the
-  padding) and sets up the KV caches for `samples_per_prompt` samples of `new_tokens` tokens
-  each (see layers.Attention); `decode_mode="step"` feeds one token per sample row at
-  `positions_BL` (the row's current length). Apply with `mutable=["cache"]`.
+  For sampling (`decode`, see layers.DecodeSpec), mode "prefill" runs a left-padded prompt
+  batch (segment ids 0 on the padding) and sets up the KV caches; mode "step" feeds one token
+  per sample row at `positions_BL` (the row's current length). Apply with `mutable=["cache"]`.
   """
   config: DecoderConfig
-  decode_mode: Optional[str] = None
-  new_tokens: int = 0
-  samples_per_prompt: int = 1
+  decode: Optional[layers.DecodeSpec] = None
 
   @nn.compact
   def __call__(self, tokens_BL: jax.Array, positions_BL: Optional[jax.Array] = None,
@@ -88,13 +82,11 @@ class Decoder(nn.Module):
                       split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
                       length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BLE, _ = stack(cfg, True, self.decode_mode, self.new_tokens, self.samples_per_prompt,
-                            name="layers")(
-          x_BLE, positions_BL, mask_B11LS, lengths_B)
+      x_BLE, _ = stack(cfg, True, self.decode, name="layers")(x_BLE, positions_BL, mask_B11LS,
+                                                              lengths_B)
     else:
       for i in range(cfg.num_layers):
-        x_BLE = layer_cls(cfg, False, self.decode_mode, self.new_tokens, self.samples_per_prompt,
-                          name=f"layers_{i}")(
+        x_BLE = layer_cls(cfg, False, self.decode, name=f"layers_{i}")(
             x_BLE, positions_BL, mask_B11LS, lengths_B)
 
     hidden_BLE = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="final_norm")(x_BLE)

@@ -3,6 +3,7 @@
 Every parameter is declared with logical axis names (see partitioning.LOGICAL_AXIS_RULES) and
 every main activation is constrained by name, so the same module shards on any mesh.
 """
+import dataclasses
 from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -70,25 +71,52 @@ def _project_heads(x_BLE: jax.Array, w_END: jax.Array) -> jax.Array:
   return out.reshape(batch, length, *w_END.shape[1:])
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+  """How the decoder runs for sampling (see Attention); static, so jit specialises on it."""
+  mode: str  # "prefill" (the prompts) or "step" (one token per sample row).
+  new_tokens: int  # Sample-cache slots: the most tokens a sample generates.
+  samples_per_prompt: int = 1
+  chunk_size: int = 0  # Sample-cache slots per chunk; 0: one chunk of new_tokens.
+  chunk: int = 0  # Step mode: the chunk this step writes; it reads chunks 0..chunk.
+
+  def __post_init__(self):
+    if self.mode not in ("prefill", "step"):
+      raise ValueError(f"DecodeSpec.mode={self.mode!r} is not 'prefill' or 'step'")
+    if not 0 <= self.chunk < self.num_chunks:
+      raise ValueError(f"DecodeSpec.chunk={self.chunk} is not in [0, {self.num_chunks})")
+
+  @property
+  def resolved_chunk_size(self) -> int:
+    return self.chunk_size or self.new_tokens
+
+  @property
+  def num_chunks(self) -> int:
+    return -(-self.new_tokens // self.resolved_chunk_size)
+
+  def chunk_slots(self, chunk: int) -> tuple[int, int]:
+    """(first slot, number of slots) of a sample-cache chunk."""
+    first = chunk * self.resolved_chunk_size
+    return first, min(self.resolved_chunk_size, self.new_tokens - first)
+
+
 class Attention(nn.Module):
   """Grouped-query self-attention (K key/value heads shared by groups of G = H / K query heads).
 
   Decoding keeps two caches (collection "cache"), because each prompt is sampled N times:
-  - the prompt cache `prompt_key`/`prompt_value` [B, K, P, D], one per prompt, written by
-    `decode_mode="prefill"` from a left-padded prompt batch (every row's last token in the last
-    slot, segment id 0 on the padding in front; `start` is each row's first real slot);
-  - the sample cache `key`/`value` [B*N, K, T, D] for T = `new_tokens` generated tokens, where
-    `decode_mode="step"` writes one token per row (rows b*N..b*N+N-1 are prompt b's samples)
-    at `index`, the same slot for every row.
-  A step reads each prompt's keys once for its N samples instead of N tiled copies, which on a
-  memory-bound step is most of the cache traffic, and the shared slot makes the write one
-  in-place dynamic_update_slice. Projections (`_project`) are the same in every mode, so the
-  caches add no parameters.
+  - the prompt cache `prompt_key`/`prompt_value` [B, K, P, D], one per prompt, written in
+    mode "prefill" from a left-padded prompt batch (every row's last token in the last slot,
+    segment id 0 on the padding in front; `start` is each row's first real slot);
+  - the sample cache `key_c`/`value_c` [B*N, K, chunk, D], chunks c of the T = new_tokens
+    generated slots, where mode "step" writes one token per row (rows b*N..b*N+N-1 are prompt
+    b's samples) at slot `index`, the same slot for every row.
+  A step reads each prompt's keys once for its N samples instead of N tiled copies, and only
+  the sample-cache chunks written so far, so a memory-bound step reads little more than it
+  uses; the shared slot makes the write one in-place dynamic_update_slice. Projections
+  (`_project`) are the same in every mode, so the caches add no parameters.
   """
   config: DecoderConfig
-  decode_mode: Optional[str] = None
-  new_tokens: int = 0
-  samples_per_prompt: int = 1
+  decode: Optional[DecodeSpec] = None
 
   def _project(self, x_BLE, positions_BL):
     cfg = self.config
@@ -146,82 +174,84 @@ class Attention(nn.Module):
     variable.value = partitioning.constrain(value_BKSD, CACHE_AXES)
 
   def _prefill(self, q_BLHD, k_BKLD, v_BKLD, mask_B11LS, lengths_B):
-    cfg = self.config
+    cfg, spec = self.config, self.decode
     batch, _, prompt_len, head_dim = k_BKLD.shape
     self._store(self._cache_variable("prompt_key", k_BKLD.shape, k_BKLD.dtype), k_BKLD)
     self._store(self._cache_variable("prompt_value", v_BKLD.shape, v_BKLD.dtype), v_BKLD)
     self._cache_variable("start", (batch,), jnp.int32).value = (
         prompt_len - lengths_B).astype(jnp.int32)
-    sample_shape = (batch * self.samples_per_prompt, cfg.num_kv_heads, self.new_tokens, head_dim)
-    self._store(self._cache_variable("key", sample_shape, k_BKLD.dtype),
-                jnp.zeros(sample_shape, k_BKLD.dtype))
-    self._store(self._cache_variable("value", sample_shape, v_BKLD.dtype),
-                jnp.zeros(sample_shape, v_BKLD.dtype))
+    for chunk in range(spec.num_chunks):
+      shape = (batch * spec.samples_per_prompt, cfg.num_kv_heads, spec.chunk_slots(chunk)[1],
+               head_dim)
+      for name in ("key", "value"):
+        self._store(self._cache_variable(f"{name}_{chunk}", shape, k_BKLD.dtype),
+                    jnp.zeros(shape, k_BKLD.dtype))
     self._cache_variable("index", (), jnp.int32).value = jnp.int32(0)
     return self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
 
   def _step(self, q_BLHD, k_BKLD, v_BKLD):
-    """One token per row against its prompt's cache and its own samples' cache."""
-    cfg = self.config
+    """One token per row against its prompt's cache and its own sample's cache so far."""
+    cfg, spec = self.config, self.decode
     rows, length, num_heads, head_dim = q_BLHD.shape
     if length != 1:
       raise ValueError(f"decode step: one token per row, got {length}")
-    samples, kv_heads = self.samples_per_prompt, cfg.num_kv_heads
-    groups = num_heads // kv_heads
-    prompt_key, prompt_value, start, key, value, index = (
-        self.get_variable("cache", n) for n in ("prompt_key", "prompt_value", "start", "key",
-                                                 "value", "index"))
+    prompt_key, prompt_value, start, index = (
+        self.get_variable("cache", n) for n in ("prompt_key", "prompt_value", "start", "index"))
     if prompt_key is None:
       raise ValueError("decode step before prefill: the cache has no prompt keys")
+    samples, kv_heads = spec.samples_per_prompt, cfg.num_kv_heads
+    groups = num_heads // kv_heads
     batch, _, prompt_len, _ = prompt_key.shape
-    key = jax.lax.dynamic_update_slice(key, k_BKLD, (0, 0, index, 0))
-    value = jax.lax.dynamic_update_slice(value, v_BKLD, (0, 0, index, 0))
-    self._store(self.variable("cache", "key"), key)
-    self._store(self.variable("cache", "value"), value)
+    first, _ = spec.chunk_slots(spec.chunk)
+    for name, new_BK1D in (("key", k_BKLD), ("value", v_BKLD)):
+      variable = self.variable("cache", f"{name}_{spec.chunk}")
+      self._store(variable, jax.lax.dynamic_update_slice(variable.value, new_BK1D,
+                                                         (0, 0, index - first, 0)))
     self.variable("cache", "index").value = index + 1
+    own_keys = [self.get_variable("cache", f"key_{c}") for c in range(spec.chunk + 1)]
+    own_values = [self.get_variable("cache", f"value_{c}") for c in range(spec.chunk + 1)]
+    own_len = sum(k.shape[2] for k in own_keys)
+
+    def by_prompt(x_RKGZ):  # [B*N, K, G, Z] -> [B, K, N*G, Z]: a prompt's samples side by side.
+      return x_RKGZ.reshape(batch, samples, kv_heads, groups, -1).transpose(0, 2, 1, 3, 4).reshape(
+          batch, kv_heads, samples * groups, -1)
+
+    def by_row(x_BKXZ):  # The inverse of by_prompt.
+      return x_BKXZ.reshape(batch, kv_heads, samples, groups, -1).transpose(0, 2, 1, 3, 4).reshape(
+          rows, kv_heads, groups, -1)
 
     scale = head_dim ** -0.5
-    # Prompt part: the N samples' query heads of prompt b form one [N*G, D] block per kv head.
-    q_BKXD = q_BLHD.reshape(batch, samples, kv_heads, groups, head_dim).transpose(
-        0, 2, 1, 3, 4).reshape(batch, kv_heads, samples * groups, head_dim)
-    prompt_scores_BKXP = jnp.einsum("BKXD,BKPD->BKXP", q_BKXD, prompt_key,
+    q_RKGD = q_BLHD.reshape(rows, kv_heads, groups, head_dim)
+    prompt_scores_BKXP = jnp.einsum("BKXD,BKPD->BKXP", by_prompt(q_RKGD), prompt_key,
                                     preferred_element_type=jnp.float32) * scale
     prompt_visible_B11P = (jnp.arange(prompt_len)[None, :] >= start[:, None])[:, None, None]
     prompt_scores_BKXP = jnp.where(prompt_visible_B11P, prompt_scores_BKXP, _NEG_INF)
-    prompt_scores_RKGP = prompt_scores_BKXP.reshape(
-        batch, kv_heads, samples, groups, prompt_len).transpose(0, 2, 1, 3, 4).reshape(
-            rows, kv_heads, groups, prompt_len)
-    # Sample part: each row's own generated tokens, up to and including this one.
-    q_RKGD = q_BLHD.reshape(rows, kv_heads, groups, head_dim)
-    own_scores_RKGT = jnp.einsum("RKGD,RKTD->RKGT", q_RKGD, key,
-                                 preferred_element_type=jnp.float32) * scale
-    own_scores_RKGT = jnp.where(jnp.arange(self.new_tokens) <= index, own_scores_RKGT, _NEG_INF)
+    own_scores_RKGT = jnp.concatenate(
+        [jnp.einsum("RKGD,RKTD->RKGT", q_RKGD, k, preferred_element_type=jnp.float32)
+         for k in own_keys], axis=-1) * scale
+    own_scores_RKGT = jnp.where(jnp.arange(own_len) <= index, own_scores_RKGT, _NEG_INF)
 
-    probs = jax.nn.softmax(jnp.concatenate([prompt_scores_RKGP, own_scores_RKGT], axis=-1),
-                           axis=-1).astype(q_BLHD.dtype)
-    prompt_probs_BKXP = probs[..., :prompt_len].reshape(
-        batch, samples, kv_heads, groups, prompt_len).transpose(0, 2, 1, 3, 4).reshape(
-            batch, kv_heads, samples * groups, prompt_len)
-    prompt_out_BKXD = jnp.einsum("BKXP,BKPD->BKXD", prompt_probs_BKXP, prompt_value)
-    prompt_out_RKGD = prompt_out_BKXD.reshape(batch, kv_heads, samples, groups,
-                                              head_dim).transpose(0, 2, 1, 3, 4).reshape(
-                                                  rows, kv_heads, groups, head_dim)
-    own_out_RKGD = jnp.einsum("RKGT,RKTD->RKGD", probs[..., prompt_len:], value)
-    return (prompt_out_RKGD + own_out_RKGD).reshape(rows, 1, num_heads, head_dim)
+    probs = jax.nn.softmax(jnp.concatenate([by_row(prompt_scores_BKXP), own_scores_RKGT],
+                                           axis=-1), axis=-1).astype(q_BLHD.dtype)
+    out_RKGD = by_row(jnp.einsum("BKXP,BKPD->BKXD", by_prompt(probs[..., :prompt_len]),
+                                 prompt_value))
+    offset = prompt_len
+    for v in own_values:
+      out_RKGD += jnp.einsum("RKGT,RKTD->RKGD", probs[..., offset:offset + v.shape[2]], v)
+      offset += v.shape[2]
+    return out_RKGD.reshape(rows, 1, num_heads, head_dim)
 
   @nn.compact
   def __call__(self, x_BLE, positions_BL, mask_B11LS, lengths_B=None):
     cfg = self.config
     q_BLHD, k_BLKD, v_BLKD = self._project(x_BLE, positions_BL)
     k_BKLD, v_BKLD = k_BLKD.transpose(0, 2, 1, 3), v_BLKD.transpose(0, 2, 1, 3)
-    if self.decode_mode is None:
+    if self.decode is None:
       out_BLHD = self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
-    elif self.decode_mode == "prefill":
+    elif self.decode.mode == "prefill":
       out_BLHD = self._prefill(q_BLHD, k_BKLD, v_BKLD, mask_B11LS, lengths_B)
-    elif self.decode_mode == "step":
-      out_BLHD = self._step(q_BLHD, k_BKLD, v_BKLD)
     else:
-      raise ValueError(f"decode_mode={self.decode_mode!r} is not None, 'prefill' or 'step'")
+      out_BLHD = self._step(q_BLHD, k_BKLD, v_BKLD)
     wo_HDE = logical_param(self, "out", (cfg.num_heads, cfg.resolved_head_dim, cfg.d_model),
                            ("heads", "head_dim", "embed"), _fan_in_init([0, 1]))
     batch, length = out_BLHD.shape[:2]
