@@ -2,10 +2,12 @@
 
     python -m benchmarks.rm_scoring [--groups 1 --repeats 3]
 
-consensus_jax: reward.score_groups, one jitted call that assembles the 80 (candidate, member)
-sequences on device (member prefix of 128 tokens + candidate of 64) and reads each score at its
-last token. transformers: LlamaForSequenceClassification (num_labels=1, same backbone shape) on
-the same 80 right-padded 192-token sequences with an attention mask, one batched forward.
+consensus_jax: reward.score_groups, one jitted call that scores the 80 (candidate, member)
+pairs (member prefix of 128 tokens + candidate of 64): each of the 5 prefixes runs through the
+backbone once and its 16 candidates against its cached keys and values, and each score is read
+at the candidate's last token. transformers: LlamaForSequenceClassification (num_labels=1, same
+backbone shape) on the same 80 right-padded 192-token sequences with an attention mask, one
+batched forward (it has no shared-prefix path; the same pairs, the same scores).
 """
 import argparse
 import functools

@@ -24,6 +24,7 @@ import numpy as np
 from consensus_jax.models import param_layout
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
+from consensus_jax.models import layers
 from consensus_jax.models.layers import DecodeSpec
 
 PAD_ID = 0
@@ -113,18 +114,6 @@ def _choose(logits_XV, rng, cfg: SamplerConfig):
   return jnp.minimum(token_X, last_with_mass_X).astype(jnp.int32)
 
 
-def _left_align(tokens_BP: jax.Array, lengths_B: jax.Array):
-  """Right-padded prompts -> left-padded tokens, positions and segment ids (0 on the padding),
-  so every row's last prompt token sits in the last slot and all rows write the same cache slot
-  at each step."""
-  prompt_len = tokens_BP.shape[1]
-  shifted_BP = jnp.arange(prompt_len)[None, :] - (prompt_len - lengths_B)[:, None]
-  real_BP = shifted_BP >= 0
-  tokens_BP = jnp.where(real_BP, jnp.take_along_axis(tokens_BP, jnp.maximum(shifted_BP, 0),
-                                                     axis=1), PAD_ID)
-  return tokens_BP, jnp.maximum(shifted_BP, 0), real_BP.astype(jnp.int32)
-
-
 def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
            prompt_lengths_B: jax.Array, rng: jax.Array, cfg: SamplerConfig) -> Samples:
   """Samples cfg.num_samples continuations of each prompt. Jit with config and cfg static."""
@@ -134,7 +123,7 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
                      f"{cfg.max_new_tokens} exceeds the model's max_seq_len {config.max_seq_len}")
   if cfg.decode_layout:
     config, params = param_layout.decode_layout(config, params)
-  tokens_BP, positions_BP, segments_BP = _left_align(prompt_tokens_BP, prompt_lengths_B)
+  tokens_BP, positions_BP, segments_BP = layers.left_align(prompt_tokens_BP, prompt_lengths_B)
   spec = DecodeSpec("prefill", cfg.max_new_tokens, cfg.num_samples, cfg.cache_chunk)
   logits_BPV, variables = Decoder(config, spec).apply(
       {"params": params}, tokens_BP, positions_BP, segments_BP, mutable=["cache"])

@@ -109,6 +109,9 @@ def test_scoring_api_equals_one_by_one(params):
   with jax.set_mesh(mesh):
     utilities = np.asarray(score(params, prefixes, prefix_lengths, cands, candidate_lengths))
   assert utilities.shape == (batch, candidates, members)
+  unchunked = jax.jit(lambda p, *a: reward.score_groups(CONFIG, p, *a))(
+      params, prefixes, prefix_lengths, cands, candidate_lengths)
+  np.testing.assert_allclose(unchunked, utilities, atol=1e-6)
   for b in range(batch):
     for n in range(candidates):
       for m in range(members):

@@ -64,6 +64,17 @@ def attention_mask(segment_ids_BL: jax.Array) -> jax.Array:
   return (causal_LL & same_segment_BLL & real_key_B1L)[:, None, None]
 
 
+def left_align(tokens_BP: jax.Array, lengths_B: jax.Array):
+  """Right-padded prompts -> left-padded tokens, positions and segment ids (0 on the padding):
+  every row's last prompt token sits in the last slot, as decoding's prefill expects."""
+  prompt_len = tokens_BP.shape[1]
+  shifted_BP = jnp.arange(prompt_len)[None, :] - (prompt_len - lengths_B)[:, None]
+  real_BP = shifted_BP >= 0
+  tokens_BP = jnp.where(real_BP, jnp.take_along_axis(tokens_BP, jnp.maximum(shifted_BP, 0),
+                                                     axis=1), 0)
+  return tokens_BP, jnp.maximum(shifted_BP, 0), real_BP.astype(jnp.int32)
+
+
 def _project_heads(x_BLE: jax.Array, w_END: jax.Array) -> jax.Array:
   """x @ W for an [embed, ...] kernel, as one 2-D matmul (faster on CPU) -> [B, L, ...]."""
   batch, length, _ = x_BLE.shape
@@ -74,16 +85,19 @@ def _project_heads(x_BLE: jax.Array, w_END: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
   """How the decoder runs for sampling (see Attention); static, so jit specialises on it."""
-  mode: str  # "prefill" (the prompts) or "step" (one token per sample row).
-  new_tokens: int  # Sample-cache slots: the most tokens a sample generates.
+  # "prefill": the prompts; "step": one token per sample row, written to the sample cache;
+  # "extend": a continuation of several tokens per sample row, read against the prompt cache
+  # and causally against itself, written nowhere (scoring candidates after a shared prefix).
+  mode: str
+  new_tokens: int  # Sample-cache slots: the most tokens a sample generates (0 for "extend").
   samples_per_prompt: int = 1
   chunk_size: int = 0  # Sample-cache slots per chunk; 0: one chunk of new_tokens.
   chunk: int = 0  # Step mode: the chunk this step writes; it reads chunks 0..chunk.
 
   def __post_init__(self):
-    if self.mode not in ("prefill", "step"):
-      raise ValueError(f"DecodeSpec.mode={self.mode!r} is not 'prefill' or 'step'")
-    if not 0 <= self.chunk < self.num_chunks:
+    if self.mode not in ("prefill", "step", "extend"):
+      raise ValueError(f"DecodeSpec.mode={self.mode!r} is not 'prefill', 'step' or 'extend'")
+    if self.mode == "step" and not 0 <= self.chunk < self.num_chunks:
       raise ValueError(f"DecodeSpec.chunk={self.chunk} is not in [0, {self.num_chunks})")
 
   @property
@@ -92,12 +106,27 @@ class DecodeSpec:
 
   @property
   def num_chunks(self) -> int:
-    return -(-self.new_tokens // self.resolved_chunk_size)
+    return -(-self.new_tokens // self.resolved_chunk_size) if self.new_tokens else 0
 
   def chunk_slots(self, chunk: int) -> tuple[int, int]:
     """(first slot, number of slots) of a sample-cache chunk."""
     first = chunk * self.resolved_chunk_size
     return first, min(self.resolved_chunk_size, self.new_tokens - first)
+
+
+def _by_prompt(x_RKGZ: jax.Array, prompts: int, samples: int) -> jax.Array:
+  """[P*N, K, G, Z] -> [P, K, N*G, Z]: the query heads of a prompt's N sample rows side by side,
+  so one matmul per prompt reads its cached keys for all of them."""
+  _, kv_heads, groups, _ = x_RKGZ.shape
+  return x_RKGZ.reshape(prompts, samples, kv_heads, groups, -1).transpose(
+      0, 2, 1, 3, 4).reshape(prompts, kv_heads, samples * groups, -1)
+
+
+def _by_row(x_PKXZ: jax.Array, samples: int) -> jax.Array:
+  """The inverse of _by_prompt: [P, K, N*G, Z] -> [P*N, K, G, Z]."""
+  prompts, kv_heads, columns, _ = x_PKXZ.shape
+  return x_PKXZ.reshape(prompts, kv_heads, samples, columns // samples, -1).transpose(
+      0, 2, 1, 3, 4).reshape(prompts * samples, kv_heads, columns // samples, -1)
 
 
 class Attention(nn.Module):
@@ -212,17 +241,10 @@ class Attention(nn.Module):
     own_values = [self.get_variable("cache", f"value_{c}") for c in range(spec.chunk + 1)]
     own_len = sum(k.shape[2] for k in own_keys)
 
-    def by_prompt(x_RKGZ):  # [B*N, K, G, Z] -> [B, K, N*G, Z]: a prompt's samples side by side.
-      return x_RKGZ.reshape(batch, samples, kv_heads, groups, -1).transpose(0, 2, 1, 3, 4).reshape(
-          batch, kv_heads, samples * groups, -1)
-
-    def by_row(x_BKXZ):  # The inverse of by_prompt.
-      return x_BKXZ.reshape(batch, kv_heads, samples, groups, -1).transpose(0, 2, 1, 3, 4).reshape(
-          rows, kv_heads, groups, -1)
-
     scale = head_dim ** -0.5
     q_RKGD = q_BLHD.reshape(rows, kv_heads, groups, head_dim)
-    prompt_scores_BKXP = jnp.einsum("BKXD,BKPD->BKXP", by_prompt(q_RKGD), prompt_key,
+    prompt_scores_BKXP = jnp.einsum("BKXD,BKPD->BKXP", _by_prompt(q_RKGD, batch, samples),
+                                    prompt_key,
                                     preferred_element_type=jnp.float32) * scale
     prompt_visible_B11P = (jnp.arange(prompt_len)[None, :] >= start[:, None])[:, None, None]
     prompt_scores_BKXP = jnp.where(prompt_visible_B11P, prompt_scores_BKXP, _NEG_INF)
@@ -231,15 +253,52 @@ class Attention(nn.Module):
          for k in own_keys], axis=-1) * scale
     own_scores_RKGT = jnp.where(jnp.arange(own_len) <= index, own_scores_RKGT, _NEG_INF)
 
-    probs = jax.nn.softmax(jnp.concatenate([by_row(prompt_scores_BKXP), own_scores_RKGT],
-                                           axis=-1), axis=-1).astype(q_BLHD.dtype)
-    out_RKGD = by_row(jnp.einsum("BKXP,BKPD->BKXD", by_prompt(probs[..., :prompt_len]),
-                                 prompt_value))
+    probs = jax.nn.softmax(
+        jnp.concatenate([_by_row(prompt_scores_BKXP, samples), own_scores_RKGT], axis=-1),
+        axis=-1).astype(q_BLHD.dtype)
+    out_RKGD = _by_row(jnp.einsum("BKXP,BKPD->BKXD",
+                                  _by_prompt(probs[..., :prompt_len], batch, samples),
+                                  prompt_value), samples)
     offset = prompt_len
     for v in own_values:
       out_RKGD += jnp.einsum("RKGT,RKTD->RKGD", probs[..., offset:offset + v.shape[2]], v)
       offset += v.shape[2]
     return out_RKGD.reshape(rows, 1, num_heads, head_dim)
+
+  def _extend(self, q_BLHD, k_BKLD, v_BKLD, mask_B11LS):
+    """L tokens per sample row after its prompt: the prompt cache, then causally its own."""
+    cfg, samples = self.config, self.decode.samples_per_prompt
+    rows, length, num_heads, head_dim = q_BLHD.shape
+    kv_heads = cfg.num_kv_heads
+    groups = num_heads // kv_heads
+    prompt_key, prompt_value, start = (
+        self.get_variable("cache", n) for n in ("prompt_key", "prompt_value", "start"))
+    if prompt_key is None:
+      raise ValueError("decode extend before prefill: the cache has no prompt keys")
+    prompts, _, prompt_len, _ = prompt_key.shape
+    scale = head_dim ** -0.5
+    # Query heads and positions share one axis (G*L) so the prompt part is one matmul per
+    # prompt for all its rows.
+    q_RKGLD = q_BLHD.reshape(rows, length, kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
+    q_RKXD = q_RKGLD.reshape(rows, kv_heads, groups * length, head_dim)
+    prompt_scores_PKXS = jnp.einsum("PKXD,PKSD->PKXS", _by_prompt(q_RKXD, prompts, samples),
+                                    prompt_key, preferred_element_type=jnp.float32) * scale
+    prompt_visible_P11S = (jnp.arange(prompt_len)[None, :] >= start[:, None])[:, None, None]
+    prompt_scores_RKGLS = _by_row(jnp.where(prompt_visible_P11S, prompt_scores_PKXS, _NEG_INF),
+                                  samples).reshape(rows, kv_heads, groups, length, prompt_len)
+    own_scores_RKGLT = jnp.einsum("RKGLD,RKTD->RKGLT", q_RKGLD, k_BKLD,
+                                  preferred_element_type=jnp.float32) * scale
+    own_scores_RKGLT = jnp.where(mask_B11LS, own_scores_RKGLT, _NEG_INF)
+    probs = jax.nn.softmax(jnp.concatenate([prompt_scores_RKGLS, own_scores_RKGLT], axis=-1),
+                           axis=-1).astype(q_BLHD.dtype)
+    prompt_probs_RKXS = probs[..., :prompt_len].reshape(rows, kv_heads, groups * length,
+                                                        prompt_len)
+    prompt_out_RKGLD = _by_row(
+        jnp.einsum("PKXS,PKSD->PKXD", _by_prompt(prompt_probs_RKXS, prompts, samples),
+                   prompt_value), samples).reshape(rows, kv_heads, groups, length, head_dim)
+    own_out_RKGLD = jnp.einsum("RKGLT,RKTD->RKGLD", probs[..., prompt_len:], v_BKLD)
+    return (prompt_out_RKGLD + own_out_RKGLD).transpose(0, 3, 1, 2, 4).reshape(
+        rows, length, num_heads, head_dim)
 
   @nn.compact
   def __call__(self, x_BLE, positions_BL, mask_B11LS, lengths_B=None):
@@ -250,8 +309,10 @@ class Attention(nn.Module):
       out_BLHD = self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
     elif self.decode.mode == "prefill":
       out_BLHD = self._prefill(q_BLHD, k_BKLD, v_BKLD, mask_B11LS, lengths_B)
-    else:
+    elif self.decode.mode == "step":
       out_BLHD = self._step(q_BLHD, k_BKLD, v_BKLD)
+    else:
+      out_BLHD = self._extend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
     wo_HDE = logical_param(self, "out", (cfg.num_heads, cfg.resolved_head_dim, cfg.d_model),
                            ("heads", "head_dim", "embed"), _fan_in_init([0, 1]))
     batch, length = out_BLHD.shape[:2]

@@ -27,10 +27,11 @@ class RewardModel(nn.Module):
   Params: {'backbone': the Decoder's (without its unembedding), 'score_kernel', 'score_bias'}.
   """
   config: DecoderConfig
+  decode: Optional[layers.DecodeSpec] = None  # Shared-prefix scoring (see score_groups).
 
   @nn.compact
   def __call__(self, tokens_BL, positions_BL=None, segment_ids_BL=None):
-    hidden_BLE = Decoder(self.config, name="backbone")(
+    hidden_BLE = Decoder(self.config, self.decode, name="backbone")(
         tokens_BL, positions_BL, segment_ids_BL, compute_logits=False)
     w_E = layers.logical_param(self, "score_kernel", (self.config.d_model,), ("embed",),
                                nn.initializers.zeros)
@@ -113,35 +114,50 @@ def score_groups(config: DecoderConfig, params, prefix_tokens_BMP, prefix_length
   """Utilities_BNM = sigmoid(RM score) of every (candidate n, member m) pair of every group b.
 
   Inputs are token ids, right-padded: each member's prefix (question + their opinion) and each
-  candidate (ending with EOS, as the RM tasks build it). The B*N*M sequences are assembled on
-  device. Jit this (with the batch sharded over (data, fsdp)); `chunk_size` bounds how many
-  sequences go through the backbone at once.
+  candidate (ending with EOS, as the RM tasks build it). Each prefix goes through the backbone
+  once, into the decoder's prompt cache; the group's N candidates then run against those cached
+  keys and values (DecodeSpec mode "extend"), so the longer part of every pair is not
+  recomputed N times. The result equals scoring each concatenated pair on its own. Jit this
+  (with the batch sharded over (data, fsdp)); `chunk_size` bounds how many pairs go through the
+  backbone at once (whole prefixes with all their candidates).
   """
   batch, members, prefix_len = prefix_tokens_BMP.shape
   num_candidates, candidate_len = candidate_tokens_BNC.shape[1:]
-  pair = jax.vmap(jax.vmap(jax.vmap(concat_prefix_candidate, (None, None, 0, 0)),
-                           (0, 0, None, None)), (0, 0, 0, 0))
-  # -> [B, M, N, T]
-  tokens_BMNT, segments_BMNT = pair(prefix_tokens_BMP, prefix_lengths_BM, candidate_tokens_BNC,
-                                    candidate_lengths_BN)
-  length = prefix_len + candidate_len
-  tokens_XT = tokens_BMNT.reshape(-1, length)
-  segments_XT = segments_BMNT.reshape(-1, length)
-  model = RewardModel(config)
+  prefixes = batch * members
+  prefix_XP = prefix_tokens_BMP.reshape(prefixes, prefix_len)
+  prefix_lengths_X = prefix_lengths_BM.reshape(prefixes)
+  candidates_XNC = jnp.broadcast_to(candidate_tokens_BNC[:, None], (
+      batch, members, num_candidates, candidate_len)).reshape(prefixes, num_candidates, -1)
+  candidate_lengths_XN = jnp.broadcast_to(candidate_lengths_BN[:, None], (
+      batch, members, num_candidates)).reshape(prefixes, num_candidates)
+  prefill = RewardModel(config, layers.DecodeSpec("prefill", 0, num_candidates))
+  extend = RewardModel(config, layers.DecodeSpec("extend", 0, num_candidates))
 
-  def score_rows(tokens, segments):
-    score_XT = model.apply({"params": params}, tokens, segment_ids_BL=segments)
-    return jnp.take_along_axis(score_XT, last_token_index(segments)[:, None], axis=1)[:, 0]
+  def score_prefixes(prefix_YP, prefix_lengths_Y, candidates_YNC, candidate_lengths_YN):
+    _, variables = prefill.apply({"params": params}, *layers.left_align(prefix_YP,
+                                                                        prefix_lengths_Y),
+                                 mutable=["cache"])
+    candidates_RC = candidates_YNC.reshape(-1, candidate_len)
+    candidate_lengths_R = candidate_lengths_YN.reshape(-1)
+    positions_RC = (jnp.repeat(prefix_lengths_Y, num_candidates)[:, None] +
+                    jnp.arange(candidate_len))
+    segments_RC = (jnp.arange(candidate_len) < candidate_lengths_R[:, None]).astype(jnp.int32)
+    score_RC = extend.apply({"params": params, "cache": variables["cache"]}, candidates_RC,
+                            positions_RC, segments_RC)
+    return jnp.take_along_axis(score_RC, (candidate_lengths_R - 1)[:, None], axis=1)[:, 0]
 
-  if chunk_size is None or chunk_size >= tokens_XT.shape[0]:
-    scores_X = score_rows(tokens_XT, segments_XT)
+  per_chunk = prefixes if chunk_size is None else max(1, chunk_size // num_candidates)
+  if per_chunk >= prefixes:
+    scores_X = score_prefixes(prefix_XP, prefix_lengths_X, candidates_XNC, candidate_lengths_XN)
   else:
-    rows = tokens_XT.shape[0]
-    padded = -(-rows // chunk_size) * chunk_size
-    pad = ((0, padded - rows), (0, 0))
-    scores_X = jax.lax.map(lambda args: score_rows(*args),
-                           (jnp.pad(tokens_XT, pad).reshape(-1, chunk_size, length),
-                            jnp.pad(segments_XT, pad, constant_values=1).reshape(
-                                -1, chunk_size, length))).reshape(-1)[:rows]
+    padded = -(-prefixes // per_chunk) * per_chunk
+
+    def chunks(x, fill):
+      pad = [(0, padded - prefixes)] + [(0, 0)] * (x.ndim - 1)
+      return jnp.pad(x, pad, constant_values=fill).reshape(-1, per_chunk, *x.shape[1:])
+
+    scores_X = jax.lax.map(lambda args: score_prefixes(*args), (
+        chunks(prefix_XP, 0), chunks(prefix_lengths_X, 1), chunks(candidates_XNC, 0),
+        chunks(candidate_lengths_XN, 1))).reshape(-1)[:prefixes * num_candidates]
   utilities_BMN = jax.nn.sigmoid(scores_X).reshape(batch, members, num_candidates)
   return jnp.swapaxes(utilities_BMN, 1, 2)
