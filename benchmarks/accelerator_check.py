@@ -8,6 +8,7 @@ summaries, not the step itself, so when they are missing they are replaced by em
 here and never used. Prints, each section on its own so one failure does not hide the rest:
 - devices and versions;
 - greedy sampling with the KV cache equals the argmax of full forwards, on the device;
+- reward scoring with shared prefixes equals scoring each pair alone, and its pairs/s;
 - sampler new tokens/s, 16 samples x 128 new tokens of one 64-token prompt, for `small`
   (float32) against transformers `generate` with the same weights on the same device, and for
   the big model (bfloat16 compute) against `generate` in bfloat16;
@@ -101,7 +102,8 @@ def _greedy_equals_full_forward():
   params = common.random_params(config)
   params["unembed"] = params["unembed"] * 4.0
   tokens_BP, lengths_B = decoding.pad_to_bucket([[5, 9, 13, 2, 7], [11, 3]], (8,), 64)
-  cfg = decoding.SamplerConfig(max_new_tokens=8, num_samples=2, temperature=0.0, eos_id=-1)
+  cfg = decoding.SamplerConfig(max_new_tokens=8, num_samples=2, temperature=0.0, eos_id=-1,
+                               cache_chunk=3)
   out = decoding.jit_sampler(config, cfg)(params, tokens_BP, lengths_B, jax.random.key(0))
   forward = jax.jit(lambda p, t: decoder.Decoder(config).apply({"params": p}, t))
   for row in range(2):
@@ -160,6 +162,42 @@ def _sampler_speed(gin_file, repeats):
   torch.cuda.empty_cache()
 
 
+def _rm_scoring(gin_file, repeats):
+  """score_groups (shared prefixes) against scoring each concatenated pair alone, then pairs/s."""
+  import jax
+  import numpy as np
+
+  from benchmarks import common
+  from consensus_jax.models import reward
+
+  config = common.model_config(gin_file)
+  params = common.random_params(config, reward.RewardModel)
+  # The head starts at zero (every utility 0.5); random weights make the comparison mean something.
+  params["score_kernel"] = np.random.RandomState(1).randn(config.d_model).astype(np.float32)
+  params = jax.device_put(params)
+  rng = np.random.RandomState(0)
+  members, candidates, prefix_len, candidate_len = 5, 16, 128, 64
+  prefix_lengths = rng.randint(prefix_len // 2, prefix_len + 1, (1, members)).astype(np.int32)
+  candidate_lengths = rng.randint(8, candidate_len + 1, (1, candidates)).astype(np.int32)
+  prefixes = rng.randint(3, config.vocab_size, (1, members, prefix_len)).astype(np.int32)
+  cands = rng.randint(3, config.vocab_size, (1, candidates, candidate_len)).astype(np.int32)
+  score = jax.jit(lambda p, *a: reward.score_groups(config, p, *a))
+  utilities = np.asarray(score(params, prefixes, prefix_lengths, cands, candidate_lengths))
+  forward = jax.jit(lambda p, t: reward.RewardModel(config).apply({"params": p}, t))
+  worst = 0.0
+  for n in range(0, candidates, 5):
+    for m in range(members):
+      sequence = np.concatenate([prefixes[0, m, :prefix_lengths[0, m]],
+                                 cands[0, n, :candidate_lengths[0, n]]])
+      alone = float(jax.nn.sigmoid(forward(params, sequence[None])[0, -1]))
+      worst = max(worst, abs(alone - float(utilities[0, n, m])))
+  seconds, runs = common.median_seconds(lambda: jax.block_until_ready(
+      score(params, prefixes, prefix_lengths, cands, candidate_lengths)), repeats)
+  print(f"{gin_file} ({config.dtype}): shared-prefix scores vs each pair alone: max |diff| "
+        f"{worst:.2e}; {members * candidates / seconds:.0f} pairs/s "
+        f"(runs {', '.join(f'{t:.4f}' for t in runs)})")
+
+
 def _bf16_peak_flops(size=8192, repeats=10):
   import jax
   import jax.numpy as jnp
@@ -192,7 +230,7 @@ def _train_speed(gin_file, batch, seq, repeats, with_torch):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sections", default="devices,greedy,sample,train")
+  parser.add_argument("--sections", default="devices,greedy,sample,rm,train")
   parser.add_argument("--small_gin", default="gin_configs/models/small.gin")
   parser.add_argument("--big_gin", default="gin_configs/models/rm_1b.gin")
   parser.add_argument("--repeats", type=int, default=3)
@@ -206,6 +244,9 @@ def main():
   if "sample" in sections:
     for gin_file in (args.small_gin, args.big_gin):
       _section(f"sampler {gin_file}", _sampler_speed, gin_file, args.repeats)
+  if "rm" in sections:
+    for gin_file in (args.small_gin, args.big_gin):
+      _section(f"reward scoring {gin_file}", _rm_scoring, gin_file, args.repeats)
   if "train" in sections:
     _section(f"train step {args.small_gin}", _train_speed, args.small_gin, 8, 256,
              args.repeats, True)
