@@ -1,11 +1,14 @@
-"""Batched temperature sampling with a KV cache, in one compiled `lax.while_loop`.
+"""Batched temperature sampling with a KV cache, compiled into `lax.while_loop`s.
 
-Prompts arrive right-padded with per-row lengths; on device they are left-aligned (so all rows
-write the same cache slot each step) and prefilled once, the cache and the first-token logits
-are tiled to batch x num_samples rows, and each loop step samples one token
-per row, writes it, and feeds it back at that row's own position. A row that emits EOS stops
-(later slots hold 0); the loop ends when every row has stopped or `max_new_tokens` is reached.
-Temperature 0 is greedy; top-k and top-p restrict the distribution before sampling.
+Prompts arrive right-padded with per-row lengths. On device they are left-aligned, so all rows
+write the same cache slot at each step, and prefilled once into a prompt cache that the
+num_samples samples of each prompt share (models.layers.Attention). The first-token logits
+are repeated to batch x num_samples rows, and each loop step samples one token per row, writes
+it, and feeds it back at that row's own position. The per-sample cache comes in chunks of
+`cache_chunk` slots with one loop per chunk, so a step reads only the chunks written so far. A
+row that emits EOS stops (later slots hold 0); sampling ends when every row has stopped or
+`max_new_tokens` is reached. Temperature 0 is greedy; top-k and top-p restrict the
+distribution before sampling.
 
 Returned log-probabilities are under the model's own distribution (temperature 1, no top-k/p),
 summed over the generated tokens including EOS; the samples of each prompt come sorted by it,
@@ -21,10 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consensus_jax.models import param_layout
+from consensus_jax.models import layers, param_layout
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
-from consensus_jax.models import layers
 from consensus_jax.models.layers import DecodeSpec
 
 PAD_ID = 0

@@ -139,7 +139,9 @@ class Attention(nn.Module):
   - the sample cache `key_c`/`value_c` [B*N, K, chunk, D], chunks c of the T = new_tokens
     generated slots, where mode "step" writes one token per row (rows b*N..b*N+N-1 are prompt
     b's samples) at slot `index`, the same slot for every row.
-  A step reads each prompt's keys once for its N samples instead of N tiled copies, and only
+  Mode "extend" runs several tokens per sample row against the prompt cache and causally
+  against themselves, and writes nothing: the reward model scores candidates after a shared
+  prefix this way. A step reads each prompt's keys once for its N samples instead of N tiled copies, and only
   the sample-cache chunks written so far, so a memory-bound step reads little more than it
   uses; the shared slot makes the write one in-place dynamic_update_slice. Projections
   (`_project`) are the same in every mode, so the caches add no parameters.
