@@ -1,6 +1,8 @@
 """The sampler and a train step on an accelerator, against torch on the same device.
 
-    python -m benchmarks.accelerator_check [--sections sample,train] [--big_gin ...]
+    JAX_PLATFORMS=cuda python -m benchmarks.accelerator_check [--sections sample,train] ...
+
+(JAX_PLATFORMS must be set: the CPU benchmarks it reuses default it to cpu.)
 
 For a machine with a GPU (or TPU) where only jax, flax, optax, orbax, torch and transformers
 are installed (gin-config travels as a wheel): seqio and tensorflow feed data and write
@@ -18,9 +20,7 @@ here and never used. Prints, each section on its own so one failure does not hid
 import argparse
 import importlib.abc
 import importlib.machinery
-import os
 import sys
-import tempfile
 import time
 import traceback
 import types
@@ -116,49 +116,22 @@ def _greedy_equals_full_forward():
 
 
 def _sampler_speed(gin_file, repeats):
-  import jax
   import numpy as np
   import torch
-  import transformers
 
-  from benchmarks import common
-  from consensus_jax import decoding
-  from consensus_jax.models import hf_import
+  from benchmarks import common, sampler
 
   config = common.model_config(gin_file)
-  host_params = common.random_params(config)
-  params = jax.device_put(host_params)
+  params = common.random_params(config)
   prompts = np.random.RandomState(0).randint(3, config.vocab_size, (1, 64)).astype(np.int32)
-  lengths = np.full((1,), 64, np.int32)
-  cfg = decoding.SamplerConfig(max_new_tokens=128, num_samples=16, temperature=1.0, eos_id=-1,
-                               prompt_buckets=(64,))
-  sample = decoding.jit_sampler(config, cfg)
-  keys = iter(jax.random.split(jax.random.key(1), 100))
-  ours_s, ours_all = common.median_seconds(
-      lambda: jax.block_until_ready(sample(params, prompts, lengths, next(keys))), repeats)
-
-  dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
-  with tempfile.TemporaryDirectory() as hf_dir:
-    hf_import.to_hf(config, host_params, hf_dir)
-    del host_params
-    model = transformers.LlamaForCausalLM.from_pretrained(hf_dir, dtype=dtype).cuda().eval()
-  prompt_t = torch.from_numpy(prompts.astype(np.int64)).cuda()
-
-  def generate():
-    with torch.no_grad():
-      model.generate(prompt_t, attention_mask=torch.ones_like(prompt_t), do_sample=True,
-                     temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=16,
-                     max_new_tokens=128, min_new_tokens=128, use_cache=True, pad_token_id=0,
-                     eos_token_id=None)
-    torch.cuda.synchronize()
-
-  torch_s, torch_all = common.median_seconds(generate, repeats)
+  timing = (config, params, prompts, 16, 128, repeats)
+  ours_s, ours_all = sampler.time_sampler(*timing)
+  torch_s, torch_all = sampler.time_generate(*timing, device="cuda")
   new_tokens = 16 * 128
   print(f"{gin_file} ({config.dtype}): consensus_jax {new_tokens / ours_s:.0f} new tokens/s "
         f"(runs {', '.join(f'{t:.3f}' for t in ours_all)}); transformers generate "
         f"{new_tokens / torch_s:.0f} (runs {', '.join(f'{t:.3f}' for t in torch_all)}); "
         f"ratio {torch_s / ours_s:.2f}x")
-  del model
   torch.cuda.empty_cache()
 
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from consensus_jax import decoding, partitioning
-from consensus_jax.models import decoder
+from consensus_jax.models import decoder, param_layout
 from consensus_jax.models.config import DecoderConfig
 
 CONFIG = DecoderConfig(vocab_size=48, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
@@ -50,9 +50,7 @@ def test_greedy_with_cache_equals_argmax_of_full_forward(scan, decode_layout, ca
   config = CONFIG.replace(scan_layers=scan)
   params = _params()
   if not scan:
-    params = {k: v for k, v in params.items() if k != "layers"} | {
-        f"layers_{i}": jax.tree_util.tree_map(lambda w, i=i: w[i], params["layers"])
-        for i in range(config.num_layers)}
+    params = param_layout.scanned_to_unrolled(params, config.num_layers)
   cfg = decoding.SamplerConfig(max_new_tokens=10, num_samples=2, temperature=0.0, eos_id=-1,
                                decode_layout=decode_layout, cache_chunk=cache_chunk)
   tokens_BP, lengths_B = _prompts()

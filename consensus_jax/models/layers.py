@@ -141,9 +141,9 @@ class Attention(nn.Module):
     b's samples) at slot `index`, the same slot for every row.
   Mode "extend" runs several tokens per sample row against the prompt cache and causally
   against themselves, and writes nothing: the reward model scores candidates after a shared
-  prefix this way. A step reads each prompt's keys once for its N samples instead of N tiled copies, and only
-  the sample-cache chunks written so far, so a memory-bound step reads little more than it
-  uses; the shared slot makes the write one in-place dynamic_update_slice. Projections
+  prefix this way. A step reads each prompt's keys once for its N samples instead of N tiled
+  copies, and only the sample-cache chunks written so far, so a memory-bound step reads little
+  more than it uses; the shared slot makes the write one in-place dynamic_update_slice. Projections
   (`_project`) are the same in every mode, so the caches add no parameters.
   """
   config: DecoderConfig
@@ -215,24 +215,18 @@ class Attention(nn.Module):
       shape = (batch * spec.samples_per_prompt, cfg.num_kv_heads, spec.chunk_slots(chunk)[1],
                head_dim)
       for name in ("key", "value"):
-        self._store(self._cache_variable(f"{name}_{chunk}", shape, k_BKLD.dtype),
-                    jnp.zeros(shape, k_BKLD.dtype))
+        variable = self._cache_variable(f"{name}_{chunk}", shape, k_BKLD.dtype)
+        self._store(variable, variable.value)
     self._cache_variable("index", (), jnp.int32).value = jnp.int32(0)
     return self._attend(q_BLHD, k_BKLD, v_BKLD, mask_B11LS)
 
   def _step(self, q_BLHD, k_BKLD, v_BKLD):
-    """One token per row against its prompt's cache and its own sample's cache so far."""
-    cfg, spec = self.config, self.decode
-    rows, length, num_heads, head_dim = q_BLHD.shape
-    if length != 1:
-      raise ValueError(f"decode step: one token per row, got {length}")
-    prompt_key, prompt_value, start, index = (
-        self.get_variable("cache", n) for n in ("prompt_key", "prompt_value", "start", "index"))
-    if prompt_key is None:
-      raise ValueError("decode step before prefill: the cache has no prompt keys")
-    samples, kv_heads = spec.samples_per_prompt, cfg.num_kv_heads
-    groups = num_heads // kv_heads
-    batch, _, prompt_len, _ = prompt_key.shape
+    """One token per row: written to the sample cache, then attends to its prompt's cache and
+    its own sample's cache so far."""
+    spec = self.decode
+    if q_BLHD.shape[1] != 1:
+      raise ValueError(f"decode step: one token per row, got {q_BLHD.shape[1]}")
+    index = self.get_variable("cache", "index")
     first, _ = spec.chunk_slots(spec.chunk)
     for name, new_BK1D in (("key", k_BKLD), ("value", v_BKLD)):
       variable = self.variable("cache", f"{name}_{spec.chunk}")
@@ -241,34 +235,20 @@ class Attention(nn.Module):
     self.variable("cache", "index").value = index + 1
     own_keys = [self.get_variable("cache", f"key_{c}") for c in range(spec.chunk + 1)]
     own_values = [self.get_variable("cache", f"value_{c}") for c in range(spec.chunk + 1)]
-    own_len = sum(k.shape[2] for k in own_keys)
-
-    scale = head_dim ** -0.5
-    q_RKGD = q_BLHD.reshape(rows, kv_heads, groups, head_dim)
-    prompt_scores_BKXP = jnp.einsum("BKXD,BKPD->BKXP", _by_prompt(q_RKGD, batch, samples),
-                                    prompt_key,
-                                    preferred_element_type=jnp.float32) * scale
-    prompt_visible_B11P = (jnp.arange(prompt_len)[None, :] >= start[:, None])[:, None, None]
-    prompt_scores_BKXP = jnp.where(prompt_visible_B11P, prompt_scores_BKXP, _NEG_INF)
-    own_scores_RKGT = jnp.concatenate(
-        [jnp.einsum("RKGD,RKTD->RKGT", q_RKGD, k, preferred_element_type=jnp.float32)
-         for k in own_keys], axis=-1) * scale
-    own_scores_RKGT = jnp.where(jnp.arange(own_len) <= index, own_scores_RKGT, _NEG_INF)
-
-    probs = jax.nn.softmax(
-        jnp.concatenate([_by_row(prompt_scores_BKXP, samples), own_scores_RKGT], axis=-1),
-        axis=-1).astype(q_BLHD.dtype)
-    out_RKGD = _by_row(jnp.einsum("BKXP,BKPD->BKXD",
-                                  _by_prompt(probs[..., :prompt_len], batch, samples),
-                                  prompt_value), samples)
-    offset = prompt_len
-    for v in own_values:
-      out_RKGD += jnp.einsum("RKGT,RKTD->RKGD", probs[..., offset:offset + v.shape[2]], v)
-      offset += v.shape[2]
-    return out_RKGD.reshape(rows, 1, num_heads, head_dim)
+    own_slots_T = jnp.arange(sum(k.shape[2] for k in own_keys))
+    return self._attend_after_prompt(q_BLHD, own_keys, own_values, own_slots_T <= index)
 
   def _extend(self, q_BLHD, k_BKLD, v_BKLD, mask_B11LS):
     """L tokens per sample row after its prompt: the prompt cache, then causally its own."""
+    return self._attend_after_prompt(q_BLHD, [k_BKLD], [v_BKLD], mask_B11LS)
+
+  def _attend_after_prompt(self, q_BLHD, own_keys, own_values, own_visible):
+    """Sample rows' queries against their prompt's cache and their own keys.
+
+    own_keys/own_values: consecutive parts [R, K, T_i, D] of each row's own keys and values;
+    own_visible: which of the sum(T_i) own slots each query sees, broadcastable to
+    [R, K, G, L, sum(T_i)].
+    """
     cfg, samples = self.config, self.decode.samples_per_prompt
     rows, length, num_heads, head_dim = q_BLHD.shape
     kv_heads = cfg.num_kv_heads
@@ -276,7 +256,7 @@ class Attention(nn.Module):
     prompt_key, prompt_value, start = (
         self.get_variable("cache", n) for n in ("prompt_key", "prompt_value", "start"))
     if prompt_key is None:
-      raise ValueError("decode extend before prefill: the cache has no prompt keys")
+      raise ValueError(f"decode {self.decode.mode} before prefill: the cache has no prompt keys")
     prompts, _, prompt_len, _ = prompt_key.shape
     scale = head_dim ** -0.5
     # Query heads and positions share one axis (G*L) so the prompt part is one matmul per
@@ -288,19 +268,22 @@ class Attention(nn.Module):
     prompt_visible_P11S = (jnp.arange(prompt_len)[None, :] >= start[:, None])[:, None, None]
     prompt_scores_RKGLS = _by_row(jnp.where(prompt_visible_P11S, prompt_scores_PKXS, _NEG_INF),
                                   samples).reshape(rows, kv_heads, groups, length, prompt_len)
-    own_scores_RKGLT = jnp.einsum("RKGLD,RKTD->RKGLT", q_RKGLD, k_BKLD,
-                                  preferred_element_type=jnp.float32) * scale
-    own_scores_RKGLT = jnp.where(mask_B11LS, own_scores_RKGLT, _NEG_INF)
+    own_scores_RKGLT = jnp.concatenate(
+        [jnp.einsum("RKGLD,RKTD->RKGLT", q_RKGLD, k, preferred_element_type=jnp.float32)
+         for k in own_keys], axis=-1) * scale
+    own_scores_RKGLT = jnp.where(own_visible, own_scores_RKGLT, _NEG_INF)
     probs = jax.nn.softmax(jnp.concatenate([prompt_scores_RKGLS, own_scores_RKGLT], axis=-1),
                            axis=-1).astype(q_BLHD.dtype)
     prompt_probs_RKXS = probs[..., :prompt_len].reshape(rows, kv_heads, groups * length,
                                                         prompt_len)
-    prompt_out_RKGLD = _by_row(
+    out_RKGLD = _by_row(
         jnp.einsum("PKXS,PKSD->PKXD", _by_prompt(prompt_probs_RKXS, prompts, samples),
                    prompt_value), samples).reshape(rows, kv_heads, groups, length, head_dim)
-    own_out_RKGLD = jnp.einsum("RKGLT,RKTD->RKGLD", probs[..., prompt_len:], v_BKLD)
-    return (prompt_out_RKGLD + own_out_RKGLD).transpose(0, 3, 1, 2, 4).reshape(
-        rows, length, num_heads, head_dim)
+    offset = prompt_len
+    for v in own_values:
+      out_RKGLD += jnp.einsum("RKGLT,RKTD->RKGLD", probs[..., offset:offset + v.shape[2]], v)
+      offset += v.shape[2]
+    return out_RKGLD.transpose(0, 3, 1, 2, 4).reshape(rows, length, num_heads, head_dim)
 
   @nn.compact
   def __call__(self, x_BLE, positions_BL, mask_B11LS, lengths_B=None):

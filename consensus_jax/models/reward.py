@@ -144,7 +144,7 @@ def score_groups(config: DecoderConfig, params, prefix_tokens_BMP, prefix_length
     segments_RC = (jnp.arange(candidate_len) < candidate_lengths_R[:, None]).astype(jnp.int32)
     score_RC = extend.apply({"params": params, "cache": variables["cache"]}, candidates_RC,
                             positions_RC, segments_RC)
-    return jnp.take_along_axis(score_RC, (candidate_lengths_R - 1)[:, None], axis=1)[:, 0]
+    return jnp.take_along_axis(score_RC, last_token_index(segments_RC)[:, None], axis=1)[:, 0]
 
   per_chunk = prefixes if chunk_size is None else max(1, chunk_size // num_candidates)
   if per_chunk >= prefixes:
