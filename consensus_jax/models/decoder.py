@@ -99,8 +99,8 @@ class Decoder(nn.Module):
                                         ("embed", "vocab"),
                                         nn.initializers.variance_scaling(1.0, "fan_in",
                                                                          "truncated_normal"))
-    logits_BLV = jnp.einsum("BLE,EV->BLV", hidden_BLE, unembed_EV.astype(cfg.compute_dtype),
-                            preferred_element_type=jnp.float32)
+    logits_BLV = layers.dense(hidden_BLE, unembed_EV.astype(cfg.compute_dtype),
+                              preferred_element_type=jnp.float32)
     logits_BLV = partitioning.constrain(
         logits_BLV, ("activation_batch", "activation_length", "activation_vocab"))
     return (logits_BLV, hidden_BLE) if return_hidden else logits_BLV

@@ -75,11 +75,18 @@ def left_align(tokens_BP: jax.Array, lengths_B: jax.Array):
   return tokens_BP, jnp.maximum(shifted_BP, 0), real_BP.astype(jnp.int32)
 
 
-def _project_heads(x_BLE: jax.Array, w_END: jax.Array) -> jax.Array:
-  """x @ W for an [embed, ...] kernel, as one 2-D matmul (faster on CPU) -> [B, L, ...]."""
-  batch, length, _ = x_BLE.shape
-  out = jnp.dot(x_BLE, w_END.reshape(w_END.shape[0], -1))
-  return out.reshape(batch, length, *w_END.shape[1:])
+def dense(x_BLI: jax.Array, w_IO: jax.Array, preferred_element_type=None) -> jax.Array:
+  """x @ W over x's last axis and W's first: [B, L, I] x [I, ...] -> [B, L, ...].
+
+  Runs as one 2-D matmul with batch and length folded into one axis. With two contracting
+  axes (B and L) the weight gradient makes XLA on CPU write the output gradient transposed
+  first; folded, it is a plain [I, B*L] x [B*L, O] matmul (SwiGLU fwd+bwd of `small` at 8 x 256:
+  211 against 271 ms).
+  """
+  batch, length, inner = x_BLI.shape
+  out_NO = jnp.dot(x_BLI.reshape(batch * length, inner), w_IO.reshape(inner, -1),
+                   preferred_element_type=preferred_element_type)
+  return out_NO.reshape(batch, length, *w_IO.shape[1:])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +165,7 @@ class Attention(nn.Module):
       groups = cfg.num_heads // cfg.num_kv_heads
       w_EKXD = logical_param(self, "qkv", (cfg.d_model, cfg.num_kv_heads, groups + 2, head_dim),
                              ("embed", "kv_heads", "qkv", "head_dim"), init)
-      qkv_BLKXD = _project_heads(x_BLE, w_EKXD.astype(dtype))
+      qkv_BLKXD = dense(x_BLE, w_EKXD.astype(dtype))
       batch, length = x_BLE.shape[:2]
       q_BLHD = qkv_BLKXD[:, :, :, :groups].reshape(batch, length, cfg.num_heads, head_dim)
       k_BLKD, v_BLKD = qkv_BLKXD[:, :, :, groups], qkv_BLKXD[:, :, :, groups + 1]
@@ -169,9 +176,9 @@ class Attention(nn.Module):
                              ("embed", "kv_heads", "head_dim"), init)
       wv_EKD = logical_param(self, "value", (cfg.d_model, cfg.num_kv_heads, head_dim),
                              ("embed", "kv_heads", "head_dim"), init)
-      q_BLHD = _project_heads(x_BLE, wq_EHD.astype(dtype))
-      k_BLKD = _project_heads(x_BLE, wk_EKD.astype(dtype))
-      v_BLKD = _project_heads(x_BLE, wv_EKD.astype(dtype))
+      q_BLHD = dense(x_BLE, wq_EHD.astype(dtype))
+      k_BLKD = dense(x_BLE, wk_EKD.astype(dtype))
+      v_BLKD = dense(x_BLE, wv_EKD.astype(dtype))
     q_BLHD = checkpoint_name(apply_rotary(q_BLHD, positions_BL, cfg.rope_theta), "query_proj")
     k_BLKD = checkpoint_name(apply_rotary(k_BLKD, positions_BL, cfg.rope_theta), "key_proj")
     v_BLKD = checkpoint_name(v_BLKD, "value_proj")
@@ -301,8 +308,8 @@ class Attention(nn.Module):
     wo_HDE = logical_param(self, "out", (cfg.num_heads, cfg.resolved_head_dim, cfg.d_model),
                            ("heads", "head_dim", "embed"), _fan_in_init([0, 1]))
     batch, length = out_BLHD.shape[:2]
-    out_BLE = jnp.dot(out_BLHD.reshape(batch, length, -1),
-                      wo_HDE.reshape(-1, cfg.d_model).astype(cfg.compute_dtype))
+    out_BLE = dense(out_BLHD.reshape(batch, length, -1),
+                    wo_HDE.reshape(-1, cfg.d_model).astype(cfg.compute_dtype))
     return partitioning.constrain(out_BLE, ("activation_batch", "activation_length",
                                             "activation_embed"))
 
@@ -320,21 +327,21 @@ class Mlp(nn.Module):
     if cfg.mlp_kind == "swiglu" and cfg.fused_projections:
       w_EXF = logical_param(self, "wi_fused", (cfg.d_model, 2, cfg.mlp_dim),
                             ("embed", "gate_up", "mlp"), init)
-      gate_up_BLXF = _project_heads(x_BLE, w_EXF.astype(dtype))
+      gate_up_BLXF = dense(x_BLE, w_EXF.astype(dtype))
       hidden_BLF = jax.nn.silu(gate_up_BLXF[:, :, 0]) * gate_up_BLXF[:, :, 1]
     elif cfg.mlp_kind == "swiglu":
       w_up_EF = logical_param(self, "wi_up", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"), init)
-      up_BLF = jnp.einsum("BLE,EF->BLF", x_BLE, w_up_EF.astype(dtype))
+      up_BLF = dense(x_BLE, w_up_EF.astype(dtype))
       w_gate_EF = logical_param(self, "wi_gate", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"),
                                 init)
-      gate_BLF = jnp.einsum("BLE,EF->BLF", x_BLE, w_gate_EF.astype(dtype))
+      gate_BLF = dense(x_BLE, w_gate_EF.astype(dtype))
       hidden_BLF = jax.nn.silu(gate_BLF) * up_BLF
     else:
       w_up_EF = logical_param(self, "wi_up", (cfg.d_model, cfg.mlp_dim), ("embed", "mlp"), init)
-      up_BLF = jnp.einsum("BLE,EF->BLF", x_BLE, w_up_EF.astype(dtype))
+      up_BLF = dense(x_BLE, w_up_EF.astype(dtype))
       hidden_BLF = jax.nn.gelu(up_BLF, approximate=False)
     hidden_BLF = partitioning.constrain(hidden_BLF, hidden_axes)
     w_down_FE = logical_param(self, "wo", (cfg.mlp_dim, cfg.d_model), ("mlp", "embed"), init)
-    out_BLE = jnp.einsum("BLF,FE->BLE", hidden_BLF, w_down_FE.astype(dtype))
+    out_BLE = dense(hidden_BLF, w_down_FE.astype(dtype))
     return partitioning.constrain(out_BLE, ("activation_batch", "activation_length",
                                             "activation_embed"))
