@@ -38,6 +38,14 @@ def machine_load() -> str:
   return f"load average {load1:.2f}{' (machine was busy: figures may be skewed)' if busy else ''}"
 
 
+def allocator() -> str:
+  """Whether this process runs with consensus_jax.cpu_runtime's malloc settings."""
+  from consensus_jax import cpu_runtime
+
+  tuned = cpu_runtime.MALLOC_TUNABLES in os.environ.get("GLIBC_TUNABLES", "")
+  return "malloc: cpu_runtime settings" if tuned else "malloc: glibc defaults"
+
+
 def model_config(gin_file: str):
   """The DecoderConfig a model gin binds."""
   import gin

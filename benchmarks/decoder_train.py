@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from benchmarks import common
+from consensus_jax import cpu_runtime
 from consensus_jax.models import decoder, params as params_lib
 from consensus_jax.models.flops import train_flops_per_token
 
@@ -33,7 +34,8 @@ def jax_step(cfg, batch, seq, repeats):
     logits = model.apply({"params": p}, tokens_BL1[:, :-1])
     return optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BL1[:, 1:]).mean()
 
-  grad_fn = jax.jit(jax.value_and_grad(loss_fn))
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn),
+                    compiler_options=cpu_runtime.compiler_options())
   run = lambda: jax.block_until_ready(grad_fn(params, tokens))
   return common.median_seconds(run, repeats)
 
@@ -65,9 +67,10 @@ def main():
   print(f"model {args.gin_file}: {params_lib.count_params(cfg) / 1e6:.1f}M params, "
         f"batch {args.batch} x seq {args.seq}, {args.repeats} timed runs each; before: "
         f"{load_before}; after: {common.machine_load()}")
-  print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s")
+  print(f"{common.allocator()}; f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s")
   common.print_train_rows("fwd+bwd", [("consensus_jax", jax_s, jax_all),
                                       ("torch", torch_s, torch_all)], tokens, flops, peak_gflops)
 
 if __name__ == "__main__":
+  cpu_runtime.reexec_with_tuned_malloc()
   main()

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
+from consensus_jax import cpu_runtime
 from consensus_jax.models import reward
 
 
@@ -74,4 +75,5 @@ def main():
 
 
 if __name__ == "__main__":
+  cpu_runtime.reexec_with_tuned_malloc()
   main()

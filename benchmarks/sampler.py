@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from benchmarks import common
+from consensus_jax import cpu_runtime
 from consensus_jax import decoding
 from consensus_jax.models import hf_import, params as params_lib
 
@@ -91,4 +92,5 @@ def main():
 
 
 if __name__ == "__main__":
+  cpu_runtime.reexec_with_tuned_malloc()
   main()

@@ -4,7 +4,7 @@
 
 One step on each side: forward, next-token cross-entropy over every position, backward,
 global-norm gradient clipping at 1.0, AdamW (weight decay 0.01) update of float32 params.
-consensus_jax runs its real trainer step (trainer.make_train_step with the SFT objective, jitted
+consensus_jax runs its real trainer step (trainer.jit_train_step with the SFT objective, jitted
 with in/out shardings and a donated state on a one-device mesh); torch runs LlamaForCausalLM of
 the same shape with torch.optim.AdamW. MFU = models.flops.train_flops_per_token x tokens/s over
 the float32 matmul peak measured in this script (benchmarks.common, the max of JAX and torch).
@@ -21,6 +21,7 @@ import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from consensus_jax import cpu_runtime  # noqa: E402
 from consensus_jax import optimizers  # noqa: E402
 from consensus_jax import partitioning  # noqa: E402
 from consensus_jax import trainer  # noqa: E402
@@ -63,9 +64,8 @@ def jax_train_step(cfg, batch, seq, repeats):
       "decoder_positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()}
   global_batch = partitioning.host_local_batch_to_global(host_batch, mesh)
   batch_shardings = {name: partitioning.batch_sharding(mesh, 2) for name in host_batch}
-  step = jax.jit(trainer.make_train_step(objective, optimizer, schedule, 1, 0, param_shardings),
-                 in_shardings=(state_shardings, batch_shardings),
-                 out_shardings=(state_shardings, replicated), donate_argnums=0)
+  step = trainer.jit_train_step(objective, optimizer, schedule, 1, 0, state_shardings,
+                                batch_shardings, replicated)
   holder = {"state": state}
 
   def run():
@@ -108,11 +108,12 @@ def main():
   print(f"model {args.gin_file}: {params_lib.count_params(cfg) / 1e6:.1f}M params, "
         f"batch {args.batch} x seq {args.seq}, fwd+bwd+clip+AdamW, {args.repeats} timed runs "
         f"each; before: {load_before}; after: {common.machine_load()}")
-  print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
+  print(f"{common.allocator()}; f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
         f"{step_flops / 1e9:.1f} model GFLOP per step")
   common.print_train_rows("train step", [("consensus_jax", jax_s, jax_all),
                                          ("torch", torch_s, torch_all)], tokens, step_flops,
                           peak_gflops)
 
 if __name__ == "__main__":
+  cpu_runtime.reexec_with_tuned_malloc()
   main()

@@ -49,9 +49,11 @@ def parse_gin_flags() -> None:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl's app.run, after rewriting --gin.NAME=VALUE into --gin_bindings."""
-  from consensus_jax import gin_utils
+  """absl's app.run, after rewriting --gin.NAME=VALUE into --gin_bindings (and once restarting
+  with cpu_runtime's malloc settings)."""
+  from consensus_jax import cpu_runtime, gin_utils
 
+  cpu_runtime.reexec_with_tuned_malloc()
   sys.argv = gin_utils.rewrite_gin_args(sys.argv)
   app.run(main)
 

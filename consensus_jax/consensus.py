@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from consensus_jax import decoding, welfare
+from consensus_jax import cpu_runtime, decoding, welfare
 from consensus_jax.models import reward
 from consensus_jax.models.config import DecoderConfig
 
@@ -83,4 +83,4 @@ def run(policy_config: DecoderConfig, rm_config: DecoderConfig, cfg: ConsensusCo
 def compile_program(policy_config: DecoderConfig, rm_config: DecoderConfig,
                     cfg: ConsensusConfig):
   return jax.jit(functools.partial(run, policy_config, rm_config, cfg),
-                 compiler_options=decoding.compiler_options())
+                 compiler_options=cpu_runtime.compiler_options())

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from consensus_jax import cpu_runtime
 from consensus_jax.models import layers, param_layout
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
@@ -170,19 +171,9 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
                  jnp.take_along_axis(logprobs_BN, order_BN, axis=1))
 
 
-def compiler_options() -> dict:
-  """XLA options for programs that decode: on CPU, the few-row matmuls of a decode step run
-  faster through XLA's own (Eigen) dots than through its XNNPACK/YNNPACK fusions (`small`,
-  16 rows: 26 against 36 ms a step here). Empty on other backends."""
-  if jax.default_backend() != "cpu":
-    return {}
-  return {"xla_cpu_experimental_ynn_fusion_type": "",
-          "xla_cpu_experimental_xnn_fusion_type": ""}
-
-
 def jit_sampler(config: DecoderConfig, cfg: SamplerConfig):
   """`sample` compiled for one model and sampler config: fn(params, tokens_BP, lengths_B, rng)."""
-  return jax.jit(functools.partial(sample, config, cfg=cfg), compiler_options=compiler_options())
+  return jax.jit(functools.partial(sample, config, cfg=cfg), compiler_options=cpu_runtime.compiler_options())
 
 
 def sharded_sampler(config: DecoderConfig, cfg: SamplerConfig, mesh: jax.sharding.Mesh):
@@ -198,4 +189,4 @@ def sharded_sampler(config: DecoderConfig, cfg: SamplerConfig, mesh: jax.shardin
       in_shardings=(params_lib.param_shardings(config, mesh),
                     partitioning.batch_sharding(mesh, 2), partitioning.batch_sharding(mesh, 1),
                     replicated),
-      compiler_options=compiler_options())
+      compiler_options=cpu_runtime.compiler_options())

@@ -28,6 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from consensus_jax import cpu_runtime
 from consensus_jax import checkpointing
 from consensus_jax import input_pipeline
 from consensus_jax import metrics_writer
@@ -139,6 +140,19 @@ def make_train_step(objective: Objective, optimizer: optax.GradientTransformatio
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return step
+
+
+def jit_train_step(objective: Objective, optimizer: optax.GradientTransformation,
+                   schedule: optax.Schedule, num_micro_batches: int, seed: int,
+                   state_shardings: TrainState, batch_shardings: Any, replicated: Any) -> Callable:
+  """make_train_step compiled with explicit in/out shardings, the state donated, and the CPU
+  compiler options (cpu_runtime)."""
+  return jax.jit(
+      make_train_step(objective, optimizer, schedule, num_micro_batches, seed,
+                      state_shardings.params),
+      in_shardings=(state_shardings, batch_shardings),
+      out_shardings=(state_shardings, replicated), donate_argnums=0,
+      compiler_options=cpu_runtime.compiler_options())
 
 
 def _check_finite(host_metrics: Mapping[str, float], step: int,
@@ -389,12 +403,11 @@ def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, tr
   first_batch = next(batches)
   batch_shardings = {name: partitioning.batch_sharding(mesh, value.ndim)
                      for name, value in first_batch.items()}
-  train_step = jax.jit(
-      make_train_step(objective, optimizer, schedule, num_micro_batches, seed, param_shardings),
-      in_shardings=(state_shardings, batch_shardings),
-      out_shardings=(state_shardings, replicated), donate_argnums=0)
+  train_step = jit_train_step(objective, optimizer, schedule, num_micro_batches, seed,
+                              state_shardings, batch_shardings, replicated)
   eval_fn = jax.jit(lambda params, batch: objective.loss(params, batch, jax.random.key(seed)),
-                    in_shardings=(param_shardings, batch_shardings), out_shardings=replicated)
+                    in_shardings=(param_shardings, batch_shardings), out_shardings=replicated,
+                    compiler_options=cpu_runtime.compiler_options())
   tokens_per_step, flops_per_step = _tokens_and_flops(objective, first_batch,
                                                       train_input.batch_size)
   console.info("Training from step %d to %d on mesh %s (%d processes); %d tokens and %.3g "

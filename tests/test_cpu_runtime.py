@@ -1,0 +1,38 @@
+"""cpu_runtime: the one-time restart with glibc malloc tunables."""
+import os
+import subprocess
+import sys
+
+from consensus_jax import cpu_runtime
+
+_PROBE = ("import os, sys; from consensus_jax import cpu_runtime; "
+          "print('start', flush=True); cpu_runtime.reexec_with_tuned_malloc(); "
+          "print('tunables=' + os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:])")
+
+
+def _run(extra_env):
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("GLIBC_TUNABLES", "CONSENSUS_JAX_MALLOC_TUNED", cpu_runtime.OPT_OUT_ENV)}
+  env.update(extra_env)
+  out = subprocess.run([sys.executable, "-c", _PROBE, "--flag=1"], env=env, check=True,
+                       capture_output=True, text=True, timeout=120)
+  return out.stdout.splitlines()
+
+
+def test_restarts_once_with_the_tunables_and_the_same_arguments():
+  lines = _run({})
+  # 'start' prints before the restart and again after it; the rest runs once, restarted.
+  assert lines.count("start") == 2
+  assert lines[-1] == f"tunables={cpu_runtime.MALLOC_TUNABLES} ['--flag=1']"
+
+
+def test_keeps_other_tunables_and_leaves_a_users_malloc_setting_alone():
+  lines = _run({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"})
+  assert lines[-1] == f"tunables=glibc.pthread.rseq=0:{cpu_runtime.MALLOC_TUNABLES} ['--flag=1']"
+  lines = _run({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+  assert lines == ["start", "tunables=glibc.malloc.arena_max=2 ['--flag=1']"]
+
+
+def test_opt_out():
+  lines = _run({cpu_runtime.OPT_OUT_ENV: "0"})
+  assert lines == ["start", "tunables= ['--flag=1']"]
