@@ -189,9 +189,11 @@ def _train_speed(gin_file, batch, seq, repeats, with_torch):
   config = common.model_config(gin_file)
   peak = _bf16_peak_flops()
   step_flops = flops.train_flops_per_token(config, seq) * batch * seq
-  rows = [("consensus_jax", *train_step.jax_train_step(config, batch, seq, repeats))]
+  rows = [("consensus_jax", *common.median_seconds(train_step.jax_train_step(config, batch, seq),
+                                                 repeats))]
   if with_torch:
-    rows.append(("torch", *train_step.torch_train_step(config, batch, seq, repeats, "cuda")))
+    rows.append(("torch", *common.median_seconds(
+        train_step.torch_train_step(config, batch, seq, "cuda"), repeats)))
   print(f"{gin_file} ({config.dtype}), batch {batch} x {seq}; bf16 matmul peak "
         f"{peak / 1e12:.0f} TFLOP/s")
   for name, seconds, runs in rows:

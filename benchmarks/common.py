@@ -92,21 +92,61 @@ def torch_llama(config, model_class_name: str = "LlamaForCausalLM", seed: int = 
   return getattr(transformers, model_class_name)(hf_config)
 
 
-def train_benchmark_setup(description: str):
-  """The shared start of the train benchmarks: args, model config, tokens per step, load before
-  timing, and the measured matmul peak."""
+def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer) -> None:
+  """The shared main of the train benchmarks (`module`, whose docstring is `doc`).
+
+  `make_ours(config, batch, seq)` and `make_peer(config, batch, seq)` build one step each and
+  return a function that runs it to completion. Rounds alternate between the two, so a machine
+  whose speed drifts over minutes skews both alike. Ours runs here, with cpu_runtime's malloc
+  settings; the torch peer runs in a child process (this module with --peer_only) with glibc's
+  defaults, since those settings are consensus_jax's choice, not torch's.
+  """
   import argparse
+  import subprocess
+  import sys
 
   import torch
 
-  parser = argparse.ArgumentParser(description=description)
+  from consensus_jax import cpu_runtime
+  from consensus_jax.models import flops as flops_lib
+  from consensus_jax.models import params as params_lib
+
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
   parser.add_argument("--gin_file", default="gin_configs/models/small.gin")
   parser.add_argument("--batch", type=int, default=8)
   parser.add_argument("--seq", type=int, default=256)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=3, help="Timed runs per side per round.")
   parser.add_argument("--threads", type=int, default=os.cpu_count())
+  parser.add_argument("--peer_only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
+  config = model_config(args.gin_file)
+  if args.peer_only:
+    _, times = median_seconds(make_peer(config, args.batch, args.seq), args.repeats)
+    print("PEER_SECONDS", *times)
+    return
+
   load_before = machine_load()
-  return args, model_config(args.gin_file), args.batch * args.seq, load_before, (
-      matmul_peak_gflops())
+  peak = matmul_peak_gflops()
+  tokens = args.batch * args.seq
+  step_flops = flops_lib.train_flops_per_token(config, args.seq) * tokens
+  peer_command = [sys.executable, "-m", module, "--peer_only", f"--gin_file={args.gin_file}",
+                  f"--batch={args.batch}", f"--seq={args.seq}", f"--repeats={args.repeats}",
+                  f"--threads={args.threads}"]
+  run_ours = make_ours(config, args.batch, args.seq)
+  ours, peer = [], []
+  for _ in range(args.rounds):
+    ours += median_seconds(run_ours, args.repeats)[1]
+    child = subprocess.run(peer_command, env=cpu_runtime.environ_before_restart(),
+                           capture_output=True, text=True, check=True)
+    peer += [float(t) for t in child.stdout.split("PEER_SECONDS")[-1].split()]
+  print(f"model {args.gin_file}: {params_lib.count_params(config) / 1e6:.1f}M params, batch "
+        f"{args.batch} x seq {args.seq}, {label}; {args.rounds} alternating rounds of "
+        f"{args.repeats} timed runs each; before: {load_before}; after: {machine_load()}")
+  print(f"consensus_jax {allocator()}; torch in a child process, malloc: glibc defaults")
+  print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
+        f"{step_flops / 1e9:.1f} model GFLOP per step")
+  print_train_rows(label, [("consensus_jax", statistics.median(ours), ours),
+                           ("torch", statistics.median(peer), peer)], tokens, step_flops,
+                   max(peak.values()))

@@ -1,11 +1,12 @@
 """Forward+backward tokens/s of the `small` decoder vs transformers (torch, CPU), and MFU.
 
-    python -m benchmarks.decoder_train [--batch 8 --seq 256 --repeats 5]
+    python -m benchmarks.decoder_train [--batch 8 --seq 256 --rounds 3 --repeats 3]
 
 Both sides compute the same thing: logits of the same Llama shape, mean next-token cross-entropy,
 and gradients of every parameter. MFU counts consensus_jax.models.flops.train_flops_per_token
 (6 x matmul params + 12 x layers x d_model x seq per token, forward+backward), against the
-float32 matmul peak measured here.
+float32 matmul peak measured here. Rounds alternate between the two sides; torch runs in a child
+process with glibc's malloc defaults (benchmarks.common.train_benchmark_main).
 """
 import os
 
@@ -18,11 +19,11 @@ import optax
 
 from benchmarks import common
 from consensus_jax import cpu_runtime
-from consensus_jax.models import decoder, params as params_lib
-from consensus_jax.models.flops import train_flops_per_token
+from consensus_jax.models import decoder
 
 
-def jax_step(cfg, batch, seq, repeats):
+def jax_step(cfg, batch, seq):
+  """One jitted forward+backward of consensus_jax's decoder, as a function that runs it."""
   model = decoder.Decoder(cfg)
   params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 8), jnp.int32))["params"])(
       jax.random.key(0))
@@ -36,11 +37,11 @@ def jax_step(cfg, batch, seq, repeats):
 
   grad_fn = jax.jit(jax.value_and_grad(loss_fn),
                     compiler_options=cpu_runtime.compiler_options())
-  run = lambda: jax.block_until_ready(grad_fn(params, tokens))
-  return common.median_seconds(run, repeats)
+  return lambda: jax.block_until_ready(grad_fn(params, tokens))
 
 
-def torch_step(cfg, batch, seq, repeats):
+def torch_step(cfg, batch, seq):
+  """The same forward+backward in transformers' LlamaForCausalLM, as a function that runs it."""
   import torch
 
   model = common.torch_llama(cfg).train()
@@ -53,23 +54,13 @@ def torch_step(cfg, batch, seq, repeats):
                                              tokens[:, 1:].reshape(-1))
     loss.backward()
 
-  return common.median_seconds(run, repeats)
+  return run
 
 
 def main():
-  args, cfg, tokens, load_before, peak = common.train_benchmark_setup(
-      __doc__.splitlines()[0])
-  peak_gflops = max(peak.values())
-  flops = train_flops_per_token(cfg, args.seq) * tokens
+  common.train_benchmark_main(__doc__, "benchmarks.decoder_train", "fwd+bwd", jax_step,
+                              torch_step)
 
-  jax_s, jax_all = jax_step(cfg, args.batch, args.seq, args.repeats)
-  torch_s, torch_all = torch_step(cfg, args.batch, args.seq, args.repeats)
-  print(f"model {args.gin_file}: {params_lib.count_params(cfg) / 1e6:.1f}M params, "
-        f"batch {args.batch} x seq {args.seq}, {args.repeats} timed runs each; before: "
-        f"{load_before}; after: {common.machine_load()}")
-  print(f"{common.allocator()}; f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s")
-  common.print_train_rows("fwd+bwd", [("consensus_jax", jax_s, jax_all),
-                                      ("torch", torch_s, torch_all)], tokens, flops, peak_gflops)
 
 if __name__ == "__main__":
   cpu_runtime.reexec_with_tuned_malloc()

@@ -1,6 +1,6 @@
 """Full train-step tokens/s and MFU of the `small` model: consensus_jax vs transformers (torch).
 
-    python -m benchmarks.train_step [--batch 8 --seq 256 --repeats 5]
+    python -m benchmarks.train_step [--batch 8 --seq 256 --rounds 3 --repeats 3]
 
 One step on each side: forward, next-token cross-entropy over every position, backward,
 global-norm gradient clipping at 1.0, AdamW (weight decay 0.01) update of float32 params.
@@ -8,6 +8,8 @@ consensus_jax runs its real trainer step (trainer.jit_train_step with the SFT ob
 with in/out shardings and a donated state on a one-device mesh); torch runs LlamaForCausalLM of
 the same shape with torch.optim.AdamW. MFU = models.flops.train_flops_per_token x tokens/s over
 the float32 matmul peak measured in this script (benchmarks.common, the max of JAX and torch).
+Rounds alternate between the two sides; torch runs in a child process with glibc's malloc
+defaults (benchmarks.common.train_benchmark_main).
 """
 import os
 
@@ -25,8 +27,6 @@ from consensus_jax import cpu_runtime  # noqa: E402
 from consensus_jax import optimizers  # noqa: E402
 from consensus_jax import partitioning  # noqa: E402
 from consensus_jax import trainer  # noqa: E402
-from consensus_jax.models import flops  # noqa: E402
-from consensus_jax.models import params as params_lib  # noqa: E402
 from consensus_jax.objectives.sft import SFTObjective  # noqa: E402
 
 LEARNING_RATE = 1e-4
@@ -38,7 +38,8 @@ def _tokens(cfg, batch, seq) -> np.ndarray:
   return np.random.RandomState(1).randint(0, cfg.vocab_size, (batch, seq + 1)).astype(np.int32)
 
 
-def jax_train_step(cfg, batch, seq, repeats):
+def jax_train_step(cfg, batch, seq):
+  """The trainer's step on a one-device mesh, as a function that runs one step."""
   mesh = partitioning.make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])
   objective = SFTObjective(cfg)
   schedule = optax.constant_schedule(LEARNING_RATE)
@@ -73,10 +74,11 @@ def jax_train_step(cfg, batch, seq, repeats):
       holder["state"], metrics = step(holder["state"], global_batch)
     float(metrics["loss"])  # the trainer reads the loss every step too
 
-  return common.median_seconds(run, repeats)
+  return run
 
 
-def torch_train_step(cfg, batch, seq, repeats, device="cpu"):
+def torch_train_step(cfg, batch, seq, device="cpu"):
+  """The same step in transformers + torch.optim.AdamW, as a function that runs one step."""
   import torch
 
   model = common.torch_llama(cfg).to(device).train()
@@ -94,25 +96,13 @@ def torch_train_step(cfg, batch, seq, repeats, device="cpu"):
     optimizer.step()
     float(loss.detach())
 
-  return common.median_seconds(run, repeats)
+  return run
 
 
 def main():
-  args, cfg, tokens, load_before, peak = common.train_benchmark_setup(
-      __doc__.splitlines()[0])
-  peak_gflops = max(peak.values())
-  step_flops = flops.train_flops_per_token(cfg, args.seq) * tokens
+  common.train_benchmark_main(__doc__, "benchmarks.train_step", "train step", jax_train_step,
+                              torch_train_step)
 
-  jax_s, jax_all = jax_train_step(cfg, args.batch, args.seq, args.repeats)
-  torch_s, torch_all = torch_train_step(cfg, args.batch, args.seq, args.repeats)
-  print(f"model {args.gin_file}: {params_lib.count_params(cfg) / 1e6:.1f}M params, "
-        f"batch {args.batch} x seq {args.seq}, fwd+bwd+clip+AdamW, {args.repeats} timed runs "
-        f"each; before: {load_before}; after: {common.machine_load()}")
-  print(f"{common.allocator()}; f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
-        f"{step_flops / 1e9:.1f} model GFLOP per step")
-  common.print_train_rows("train step", [("consensus_jax", jax_s, jax_all),
-                                         ("torch", torch_s, torch_all)], tokens, step_flops,
-                          peak_gflops)
 
 if __name__ == "__main__":
   cpu_runtime.reexec_with_tuned_malloc()

@@ -12,6 +12,7 @@ import jax
 # them for madvise'd memory): a fresh block then faults in a few thousand pages, not ~350K.
 MALLOC_TUNABLES = "glibc.malloc.hugetlb=1"
 _DONE_ENV = "CONSENSUS_JAX_MALLOC_TUNED"
+_BEFORE_ENV = "CONSENSUS_JAX_GLIBC_TUNABLES_BEFORE"
 OPT_OUT_ENV = "CONSENSUS_JAX_MALLOC_TUNING"
 
 
@@ -46,6 +47,21 @@ def reexec_with_tuned_malloc() -> None:
   existing = os.environ.get("GLIBC_TUNABLES")
   os.environ["GLIBC_TUNABLES"] = f"{existing}:{MALLOC_TUNABLES}" if existing else MALLOC_TUNABLES
   os.environ[_DONE_ENV] = "1"
+  if existing is not None:
+    os.environ[_BEFORE_ENV] = existing
   sys.stdout.flush()
   sys.stderr.flush()
   os.execv(sys.executable, sys.orig_argv)
+
+
+def environ_before_restart() -> dict:
+  """This process's environment with GLIBC_TUNABLES as it was before reexec_with_tuned_malloc
+  (the marker stays, so a child started with it does not restart itself): for a child process
+  that should run with glibc's defaults, such as a benchmark's peer."""
+  env = dict(os.environ)
+  if env.get(_DONE_ENV):
+    if _BEFORE_ENV in env:
+      env["GLIBC_TUNABLES"] = env.pop(_BEFORE_ENV)
+    else:
+      env.pop("GLIBC_TUNABLES", None)
+  return env

@@ -7,7 +7,8 @@ from consensus_jax import cpu_runtime
 
 _PROBE = ("import os, sys; from consensus_jax import cpu_runtime; "
           "print('start', flush=True); cpu_runtime.reexec_with_tuned_malloc(); "
-          "print('tunables=' + os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:])")
+          "print('tunables=' + os.environ.get('GLIBC_TUNABLES', ''), sys.argv[1:]); "
+          "print('before=' + cpu_runtime.environ_before_restart().get('GLIBC_TUNABLES', '-'))")
 
 
 def _run(extra_env):
@@ -23,16 +24,19 @@ def test_restarts_once_with_the_tunables_and_the_same_arguments():
   lines = _run({})
   # 'start' prints before the restart and again after it; the rest runs once, restarted.
   assert lines.count("start") == 2
-  assert lines[-1] == f"tunables={cpu_runtime.MALLOC_TUNABLES} ['--flag=1']"
+  assert lines[-2:] == [f"tunables={cpu_runtime.MALLOC_TUNABLES} ['--flag=1']", "before=-"]
 
 
 def test_keeps_other_tunables_and_leaves_a_users_malloc_setting_alone():
   lines = _run({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"})
-  assert lines[-1] == f"tunables=glibc.pthread.rseq=0:{cpu_runtime.MALLOC_TUNABLES} ['--flag=1']"
+  assert lines[-2:] == [
+      f"tunables=glibc.pthread.rseq=0:{cpu_runtime.MALLOC_TUNABLES} ['--flag=1']",
+      "before=glibc.pthread.rseq=0"]
   lines = _run({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
-  assert lines == ["start", "tunables=glibc.malloc.arena_max=2 ['--flag=1']"]
+  assert lines == ["start", "tunables=glibc.malloc.arena_max=2 ['--flag=1']",
+                   "before=glibc.malloc.arena_max=2"]
 
 
 def test_opt_out():
   lines = _run({cpu_runtime.OPT_OUT_ENV: "0"})
-  assert lines == ["start", "tunables= ['--flag=1']"]
+  assert lines == ["start", "tunables= ['--flag=1']", "before=-"]
