@@ -12,12 +12,13 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from consensus_jax import partitioning
+from consensus_jax.models import softmax_attention
 from consensus_jax.models.config import DecoderConfig
 
 # The cache is stored heads-major, [batch, kv_heads, length, head_dim]: the layout attention
 # reads, so a decode step never transposes the whole cache.
 CACHE_AXES = ("cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
-_NEG_INF = -1e30  # Finite, so fully masked rows (padding) give a uniform softmax, not NaN.
+_NEG_INF = softmax_attention.NEG_INF
 
 
 def logical_param(module: nn.Module, name: str, shape: Sequence[int],
@@ -44,15 +45,21 @@ class RMSNorm(nn.Module):
 
 
 def apply_rotary(x_BLHD: jax.Array, positions_BL: jax.Array, theta: float) -> jax.Array:
-  """Rotary embedding in the half-split layout (Hugging Face Llama's `rotate_half`)."""
+  """Rotary embedding in the half-split layout (Hugging Face Llama's `rotate_half`).
+
+  x * [cos, cos] + swap_halves(x) * [-sin, sin]: the half swap is a reverse over a size-2 axis,
+  which XLA fuses into the elementwise pass forward and backward, where splitting x and
+  concatenating the rotated halves made the backward an extra concatenating copy (on CPU).
+  """
   half = x_BLHD.shape[-1] // 2
   inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angles_BLK = positions_BL.astype(jnp.float32)[..., None] * inv_freq
-  cos = jnp.cos(angles_BLK)[:, :, None, :]
-  sin = jnp.sin(angles_BLK)[:, :, None, :]
-  x1, x2 = jnp.split(x_BLHD.astype(jnp.float32), 2, axis=-1)
-  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return rotated.astype(x_BLHD.dtype)
+  cos_BLK, sin_BLK = jnp.cos(angles_BLK), jnp.sin(angles_BLK)
+  cos_BL1D = jnp.concatenate([cos_BLK, cos_BLK], axis=-1)[:, :, None, :]
+  sin_BL1D = jnp.concatenate([-sin_BLK, sin_BLK], axis=-1)[:, :, None, :]
+  x = x_BLHD.astype(jnp.float32)
+  swapped = x.reshape(*x.shape[:-1], 2, half)[..., ::-1, :].reshape(x.shape)
+  return (x * cos_BL1D + swapped * sin_BL1D).astype(x_BLHD.dtype)
 
 
 def attention_mask(segment_ids_BL: jax.Array) -> jax.Array:
@@ -196,13 +203,9 @@ class Attention(nn.Module):
     groups = num_heads // cfg.num_kv_heads
     # Heads-major layouts make every product a plain batched matmul over (B, K): on CPU the
     # einsum with heads in the middle runs several times slower, forward and backward.
-    q_BKGLD = q_BLHD.reshape(batch, length, cfg.num_kv_heads, groups, head_dim).transpose(
-        0, 2, 3, 1, 4)
-    scores_BKGLS = jnp.einsum("BKGLD,BKSD->BKGLS", q_BKGLD, k_BKSD,
-                              preferred_element_type=jnp.float32) * head_dim ** -0.5
-    scores_BKGLS = jnp.where(mask_B11LS, scores_BKGLS, _NEG_INF)
-    probs_BKGLS = jax.nn.softmax(scores_BKGLS, axis=-1).astype(q_BLHD.dtype)
-    out_BKGLD = jnp.einsum("BKGLS,BKSD->BKGLD", probs_BKGLS, v_BKSD)
+    q_BKGLD = (q_BLHD * head_dim ** -0.5).reshape(
+        batch, length, cfg.num_kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
+    out_BKGLD = softmax_attention.attention(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS)
     return out_BKGLD.transpose(0, 3, 1, 2, 4).reshape(batch, length, num_heads, head_dim)
 
   def _cache_variable(self, name, shape, dtype):
