@@ -28,8 +28,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from consensus_jax import cpu_runtime
 from consensus_jax import checkpointing
+from consensus_jax import cpu_runtime
 from consensus_jax import input_pipeline
 from consensus_jax import metrics_writer
 from consensus_jax import optimizers
