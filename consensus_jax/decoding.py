@@ -173,7 +173,8 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
 
 def jit_sampler(config: DecoderConfig, cfg: SamplerConfig):
   """`sample` compiled for one model and sampler config: fn(params, tokens_BP, lengths_B, rng)."""
-  return jax.jit(functools.partial(sample, config, cfg=cfg), compiler_options=cpu_runtime.compiler_options())
+  return jax.jit(functools.partial(sample, config, cfg=cfg),
+                 compiler_options=cpu_runtime.compiler_options())
 
 
 def sharded_sampler(config: DecoderConfig, cfg: SamplerConfig, mesh: jax.sharding.Mesh):

@@ -13,7 +13,7 @@ _PROBE = ("import os, sys; from consensus_jax import cpu_runtime; "
 
 def _run(extra_env):
   env = {k: v for k, v in os.environ.items()
-         if k not in ("GLIBC_TUNABLES", "CONSENSUS_JAX_MALLOC_TUNED", cpu_runtime.OPT_OUT_ENV)}
+         if k != "GLIBC_TUNABLES" and not k.startswith("CONSENSUS_JAX_")}
   env.update(extra_env)
   out = subprocess.run([sys.executable, "-c", _PROBE, "--flag=1"], env=env, check=True,
                        capture_output=True, text=True, timeout=120)
