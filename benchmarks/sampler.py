@@ -4,8 +4,8 @@
 
 The same random `small` params are exported with hf_import.to_hf and loaded by
 LlamaForCausalLM (`time_generate`; benchmarks.accelerator_check runs it on a GPU); both sides
-sample num_samples continuations of each 64-token prompt at temperature 1 with a KV cache, and neither stops early (no EOS), so both produce exactly
-prompts x samples x new_tokens tokens.
+sample num_samples continuations of each 64-token prompt at temperature 1 with a KV cache, and
+neither stops early (no EOS), so both produce exactly prompts x samples x new_tokens tokens.
 """
 import argparse
 import os
