@@ -18,6 +18,7 @@ CORE = [
     "gin-config==0.5.0",
     "absl-py==2.5.1",
     "numpy>=2.0,<3",
+    "matplotlib>=3.8",  # the studies' PNG plots
 ]
 
 EXTRAS = {

@@ -117,6 +117,20 @@ def _choose(logits_XV, rng, cfg: SamplerConfig):
   return jnp.minimum(token_X, last_with_mass_X).astype(jnp.int32)
 
 
+def prefill(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
+            prompt_lengths_B: jax.Array, cfg: SamplerConfig):
+  """Runs the prompts into the prompt cache: (first-token logits_BV, cache variables).
+
+  The logits are those the first new token is sampled from (before temperature, top-k/p).
+  `config` and `params` must already be in the layout the sampler decodes in.
+  """
+  tokens_BP, positions_BP, segments_BP = layers.left_align(prompt_tokens_BP, prompt_lengths_B)
+  spec = DecodeSpec("prefill", cfg.max_new_tokens, cfg.num_samples, cfg.cache_chunk)
+  logits_BPV, variables = Decoder(config, spec).apply(
+      {"params": params}, tokens_BP, positions_BP, segments_BP, mutable=["cache"])
+  return logits_BPV[:, -1], variables
+
+
 def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
            prompt_lengths_B: jax.Array, rng: jax.Array, cfg: SamplerConfig) -> Samples:
   """Samples cfg.num_samples continuations of each prompt. Jit with config and cfg static."""
@@ -126,10 +140,8 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
                      f"{cfg.max_new_tokens} exceeds the model's max_seq_len {config.max_seq_len}")
   if cfg.decode_layout:
     config, params = param_layout.decode_layout(config, params)
-  tokens_BP, positions_BP, segments_BP = layers.left_align(prompt_tokens_BP, prompt_lengths_B)
+  first_logits_BV, variables = prefill(config, params, prompt_tokens_BP, prompt_lengths_B, cfg)
   spec = DecodeSpec("prefill", cfg.max_new_tokens, cfg.num_samples, cfg.cache_chunk)
-  logits_BPV, variables = Decoder(config, spec).apply(
-      {"params": params}, tokens_BP, positions_BP, segments_BP, mutable=["cache"])
 
   rows = batch * cfg.num_samples
   start_X = jnp.repeat(prompt_lengths_B, cfg.num_samples)
@@ -151,7 +163,7 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
             logprob_X, rng)
 
   state = (jnp.int32(0), jnp.zeros((rows, cfg.max_new_tokens), jnp.int32),
-           jnp.repeat(logits_BPV[:, -1], cfg.num_samples, axis=0), variables["cache"],
+           jnp.repeat(first_logits_BV, cfg.num_samples, axis=0), variables["cache"],
            jnp.zeros((rows,), jnp.bool_), jnp.zeros((rows,), jnp.int32),
            jnp.zeros((rows,), jnp.float32), rng)
   # One loop per sample-cache chunk: a step attends only to the chunks written so far.

@@ -42,8 +42,9 @@ def infer(input_path: str = gin.REQUIRED, output_dir: str = gin.REQUIRED,
 
   groups = inference.read_groups(input_path)  # Bad input fails before any model loads.
   vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size)
-  head_ids = tuple(vocabulary.encode(prompts.rm_suffix("").strip()))
-  cfg = consensus.ConsensusConfig(sampler=sampler, statement_head_ids=head_ids, rule=rule,
+  cfg = consensus.ConsensusConfig(sampler=sampler,
+                                  statement_head_ids=prompts.rm_statement_head_ids(vocabulary),
+                                  rule=rule,
                                   rule_params=tuple(sorted((rule_params or {}).items())))
   lengths = rm_lengths or {"inputs": 128, "targets": 96}
   runner = inference.ConsensusRunner(

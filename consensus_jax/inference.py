@@ -17,7 +17,7 @@ import numpy as np
 import seqio
 
 from consensus_jax import consensus, decoding
-from consensus_jax.data import prompts, tasks
+from consensus_jax.data import prompts
 from consensus_jax.data.errors import DataError
 from consensus_jax.models.config import DecoderConfig
 
@@ -62,6 +62,12 @@ def groups_from_rounds(rounds, limit: int) -> list[dict]:
           for r in list(rounds)[:limit]]
 
 
+def read_groups_from_rounds(rounds) -> list[Group]:
+  """Deliberation rounds as the groups the runner takes (their question and opinions)."""
+  return [Group(r.id, r.question.text, tuple(o.participant_id for o in r.opinions),
+                tuple(o.text for o in r.opinions)) for r in rounds]
+
+
 def read_groups(path: str | pathlib.Path) -> list[Group]:
   groups = []
   with open(path) as f:
@@ -79,6 +85,26 @@ def read_groups(path: str | pathlib.Path) -> list[Group]:
   return groups
 
 
+def policy_prompt_batch(vocabulary: seqio.Vocabulary, groups: Sequence[Group],
+                        policy_config: DecoderConfig, sampler: decoding.SamplerConfig):
+  """The groups' policy prompts as the sampler takes them: (tokens_BP, lengths_B), right-padded
+  to a prompt bucket. Ids come from prompts.policy_prompt_ids, the framing SFT trained on."""
+  ids = [prompts.policy_prompt_ids(vocabulary, g.question, g.opinions) for g in groups]
+  limit = policy_config.max_seq_len - sampler.max_new_tokens
+  buckets = [b for b in sampler.prompt_buckets if b <= limit]
+  if not buckets:
+    raise ValueError(f"no prompt bucket of {sampler.prompt_buckets} leaves room for "
+                     f"{sampler.max_new_tokens} new tokens within max_seq_len "
+                     f"{policy_config.max_seq_len}")
+  for group, tokens in zip(groups, ids):
+    if len(tokens) > max(buckets):
+      raise DataError(f"group {group.id!r}: its prompt is {len(tokens)} tokens, longer than "
+                      f"the largest usable prompt bucket {max(buckets)} (max_seq_len "
+                      f"{policy_config.max_seq_len} - max_new_tokens "
+                      f"{sampler.max_new_tokens} = {limit})")
+  return decoding.pad_to_bucket(ids, buckets, policy_config.max_seq_len)
+
+
 @dataclasses.dataclass
 class ConsensusRunner:
   policy_config: DecoderConfig
@@ -94,21 +120,7 @@ class ConsensusRunner:
     self._program = consensus.compile_program(self.policy_config, self.rm_config, self.cfg)
 
   def _prompts(self, groups: Sequence[Group]):
-    ids = [list(self.vocabulary.encode(prompts.sft_prompt(g.question, g.opinions)))
-           for g in groups]
-    limit = self.policy_config.max_seq_len - self.cfg.sampler.max_new_tokens
-    buckets = [b for b in self.cfg.sampler.prompt_buckets if b <= limit]
-    if not buckets:
-      raise ValueError(f"no prompt bucket of {self.cfg.sampler.prompt_buckets} leaves room for "
-                       f"{self.cfg.sampler.max_new_tokens} new tokens within max_seq_len "
-                       f"{self.policy_config.max_seq_len}")
-    for group, tokens in zip(groups, ids):
-      if len(tokens) > max(buckets):
-        raise DataError(f"group {group.id!r}: its prompt is {len(tokens)} tokens, longer than "
-                        f"the largest usable prompt bucket {max(buckets)} (max_seq_len "
-                        f"{self.policy_config.max_seq_len} - max_new_tokens "
-                        f"{self.cfg.sampler.max_new_tokens} = {limit})")
-    return decoding.pad_to_bucket(ids, buckets, self.policy_config.max_seq_len)
+    return policy_prompt_batch(self.vocabulary, groups, self.policy_config, self.cfg.sampler)
 
   def _prefixes(self, groups: Sequence[Group]):
     members = max(len(g.opinions) for g in groups)
@@ -117,8 +129,8 @@ class ConsensusRunner:
     mask_BM = np.zeros((len(groups), members), bool)
     for b, group in enumerate(groups):
       for m, opinion in enumerate(group.opinions):
-        ids = tasks.rm_prefix_ids(self.vocabulary, prompts.rm_prefix(group.question, opinion))
-        ids = ids[:self.rm_prefix_length]
+        ids = prompts.rm_member_ids(self.vocabulary, group.question, opinion,
+                                    self.rm_prefix_length)
         prefixes_BMQ[b, m, :len(ids)], lengths_BM[b, m], mask_BM[b, m] = ids, len(ids), True
     return prefixes_BMQ, lengths_BM, mask_BM
 

@@ -19,7 +19,7 @@ import numpy as np
 import seqio
 
 from consensus_jax import rm_metrics
-from consensus_jax.data import polis, polis_examples, prompts, records, tasks
+from consensus_jax.data import polis, polis_examples, prompts, records
 from consensus_jax.models import reward
 from consensus_jax.models.config import DecoderConfig
 
@@ -50,10 +50,10 @@ class Scorer:
                                             chunk_size=chunk_size))
 
   def prefix_ids(self, text: str) -> list[int]:
-    return tasks.rm_prefix_ids(self.vocabulary, text)[:self.lengths.prefix]
+    return prompts.rm_prefix_ids(self.vocabulary, text, self.lengths.prefix)
 
   def candidate_ids(self, text: str) -> list[int]:
-    return tasks.rm_suffix_ids(self.vocabulary, text)[:self.lengths.candidate]
+    return prompts.rm_candidate_ids(self.vocabulary, text, self.lengths.candidate)
 
   def utilities(self, prefixes: Sequence[Sequence[Sequence[int]]],
                 candidates: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:

@@ -70,11 +70,12 @@ def main() -> None:
   vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size=config.vocab_size)
   shown = 0
   for round_ in records.iter_jsonl(data_dir / "iid_test.jsonl"):
-    prompt = prompts.sft_prompt(round_.question.text, [o.text for o in round_.opinions])
-    if len(vocabulary.encode(prompt)) > TASK_FEATURE_LENGTHS["inputs"]:
+    prompt_ids = prompts.policy_prompt_ids(vocabulary, round_.question.text,
+                                           [o.text for o in round_.opinions])
+    if len(prompt_ids) > TASK_FEATURE_LENGTHS["inputs"]:
       continue  # the model never saw the end of prompts this long
-    continuation = eval_utils.greedy_continue(config, result.state.params, vocabulary, prompt,
-                                              max_new_tokens=110)
+    continuation = vocabulary.decode(eval_utils.greedy_continue_ids(
+        config, result.state.params, prompt_ids, vocabulary.eos_id, max_new_tokens=110))
     best = round_.candidate(round_.best_candidate_id()).text
     print(f"\n=== {round_.question.text}\n--- greedy: {continuation}\n--- best-rated: {best}")
     shown += 1

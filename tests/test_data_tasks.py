@@ -130,7 +130,7 @@ def test_rm_scores_exactly_once_per_example_at_its_last_token(registered, data_d
     assert max(r["decoder_segment_ids"].max() for r in rows) >= 2
   # The scorer may concatenate cached prefix ids with suffix ids: the same ids as training.
   first = next(examples.rating_examples(records.iter_jsonl(data_dir / "train.jsonl")))
-  first_ids = tasks.rm_prefix_ids(vocabulary, first["inputs"]) + tasks.rm_suffix_ids(
+  first_ids = prompts.rm_prefix_ids(vocabulary, first["inputs"]) + prompts.rm_candidate_ids(
       vocabulary, first["targets"].removeprefix("Statement: "))
   segment = _segments(rows[0]["decoder_segment_ids"])[0]
   assert rows[0]["decoder_input_tokens"][segment].tolist() == first_ids

@@ -47,7 +47,7 @@ def runner(tmp_path_factory, shared_data_dir):
       jax.random.key(seed), jnp.zeros((1, 8), jnp.int32))["params"])
   rm_params = init(reward.RewardModel(CONFIG), 1)
   rm_params["score_kernel"] = jax.random.normal(jax.random.key(2), (CONFIG.d_model,))
-  head = tuple(vocabulary.encode(prompts.rm_suffix("").strip()))
+  head = prompts.rm_statement_head_ids(vocabulary)
   cfg = consensus.ConsensusConfig(
       sampler=decoding.SamplerConfig(max_new_tokens=8, num_samples=3, eos_id=1,
                                      prompt_buckets=(64, 128, 512)),

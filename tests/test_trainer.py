@@ -327,20 +327,21 @@ def test_adafactor_state_shards_or_replicates_each_leaf():
 
 
 def test_greedy_continue_follows_the_model_argmax(registered, uninterrupted):
+  from consensus_jax.data import prompts
   from consensus_jax.data import vocab as vocab_lib
 
   _, reference = uninterrupted
   params = reference.state.params
   vocabulary = vocab_lib.get_vocabulary(registered.vocab_dir, vocab_size=VOCAB_SIZE)
-  prompt = "Question: Should cities ban cars?\nOpinion 1: Yes.\nConsensus statement:"
-  generated = eval_utils.greedy_continue_ids(CONFIG, params, vocabulary, prompt,
+  prompt_ids = prompts.policy_prompt_ids(vocabulary, "Should cities ban cars?", ["Yes."])
+  assert prompt_ids[0] == prompts.POLICY_START_ID
+  generated = eval_utils.greedy_continue_ids(CONFIG, params, prompt_ids, vocabulary.eos_id,
                                              max_new_tokens=6, buffer_length=64)
   assert vocabulary.eos_id not in generated
   # Teacher-forcing prompt + continuation, every continuation token is the argmax before it.
-  prompt_ids = list(vocabulary.encode(prompt))
-  tokens = jnp.asarray([[0] + prompt_ids + generated])
+  tokens = jnp.asarray([prompt_ids + generated])
   logits = jax.jit(Decoder(CONFIG).apply)({"params": params}, tokens)
-  predicted = np.argmax(np.asarray(logits[0, len(prompt_ids):]), axis=-1).tolist()
+  predicted = np.argmax(np.asarray(logits[0, len(prompt_ids) - 1:]), axis=-1).tolist()
   assert predicted[:-1] == generated
   if len(generated) < 6:  # it stopped early: only because EOS came next
     assert predicted[-1] == vocabulary.eos_id

@@ -31,6 +31,7 @@ import seqio
 import tensorflow as tf
 
 from consensus_jax.data import packing
+from consensus_jax.data import prompts
 
 Spec = seqio.FeatureConverter.FeatureSpec
 
@@ -48,7 +49,10 @@ def _last_token_value(length: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
 
 
 class SFTFeatureConverter(seqio.FeatureConverter):
-  """Prompt + target as one decoder sequence, with the loss on the target only."""
+  """Prompt + target as one decoder sequence, with the loss on the target only.
+
+  The start token is prompts.POLICY_START_ID, the one the serving path puts before a prompt.
+  """
 
   TASK_FEATURES = {"inputs": Spec(dtype=tf.int32), "targets": Spec(dtype=tf.int32)}
   MODEL_FEATURES = {
@@ -59,6 +63,12 @@ class SFTFeatureConverter(seqio.FeatureConverter):
       "decoder_positions": Spec(dtype=tf.int32),
   }
   PACKING_FEATURE_DTYPES = {}
+
+  def __init__(self, pack: bool = True, **kwargs):
+    if kwargs.setdefault("bos_id", prompts.POLICY_START_ID) != prompts.POLICY_START_ID:
+      raise ValueError(f"SFTFeatureConverter: bos_id={kwargs['bos_id']} differs from "
+                       f"prompts.POLICY_START_ID={prompts.POLICY_START_ID}, which serving uses")
+    super().__init__(pack=pack, **kwargs)
 
   def _convert_features(self, ds, task_feature_lengths: Mapping[str, int]):
     inputs_length = task_feature_lengths["inputs"]

@@ -1,12 +1,34 @@
-"""Every prompt format in the project (the SFT policy's and the reward model's inputs).
+"""The one owner of framing: every prompt format in the project, as text and as model ids.
 
-Reward-model prompts are split into a member prefix (question + what we know of the member)
-and a candidate suffix. The tasks tokenize the two parts separately and concatenate the token
-ids, and the on-device scorer does the same with cached prefix tokens, so training and scoring
-see identical ids: rm_prompt(q, o, c) == rm_prefix(q, o) + rm_suffix(c) as text, and
-tokens(prefix) + tokens(suffix) as ids.
+Everything that turns a group, a member or a candidate into what a model reads goes through
+this module: the seqio tasks (text, tokenised by seqio), the SFT feature converter (its start
+token), the sampler's callers, inference, the reward-model scorer and the studies (ids). So a
+training example and the serving path see the same ids at the same positions.
+
+Policy (SFT decoder). A training sequence is `[POLICY_START_ID] + prompt ids + target ids + EOS`
+shifted right by SFTFeatureConverter (seqio's `make_autoregressive_inputs` with
+`bos_id=POLICY_START_ID`); the first target token is predicted at the position of the last
+prompt id. The serving path therefore samples from `policy_prompt_ids`, which starts with the
+same start token: without it every position is one off from training.
+
+Reward model. Its input is split into a member prefix (question + what we know of the member)
+and a candidate suffix ("Statement: ..." + EOS, scored at the EOS). The tasks tokenise the two
+parts separately and concatenate the ids, and the on-device scorer does the same with cached
+prefix ids, so rm_prompt(q, o, c) == rm_prefix(q, o) + rm_suffix(c) as text, and
+rm_prefix_ids + rm_candidate_ids as ids. On device the consensus program builds a candidate from
+`rm_statement_head_ids` + the policy's generated ids (+ EOS), which equals rm_candidate_ids of
+the decoded text (tests/test_framing.py).
+
+`vocabulary` below is anything with `encode(text) -> ids` and `eos_id` (a seqio Vocabulary).
 """
 from collections.abc import Sequence
+
+# The token seqio's make_autoregressive_inputs puts at the start of each shifted sequence
+# (SFTFeatureConverter passes it as bos_id). The SentencePiece model has no BOS of its own
+# (vocab.py), and id 0 is also its pad id: positions and segment ids, not the id, tell them apart.
+POLICY_START_ID = 0
+RM_STATEMENT_HEAD = "Statement:"
+
 
 def sft_prompt(question: str, opinions: Sequence[str]) -> str:
   """The policy's input: the question and each member's opinion, asking for a consensus."""
@@ -29,7 +51,7 @@ def rm_prefix(question: str, member_opinion: str) -> str:
 
 def rm_suffix(candidate: str) -> str:
   """The candidate part of the RM input; the score is read at its last token."""
-  return f"Statement: {' '.join(candidate.split())}"
+  return f"{RM_STATEMENT_HEAD} {' '.join(candidate.split())}"
 
 
 def rm_prompt(question: str, member_opinion: str, candidate: str) -> str:
@@ -52,3 +74,42 @@ def polis_rm_prefix(topic: str, agreed: Sequence[str], disagreed: Sequence[str],
 
 def _sentence(text: str) -> str:
   return " ".join(text.split())
+
+
+# ---- ids ----------------------------------------------------------------------------------
+
+def policy_prompt_ids(vocabulary, question: str, opinions: Sequence[str]) -> list[int]:
+  """What the policy is served: the start token, then the prompt ids (as trained)."""
+  return [POLICY_START_ID] + list(vocabulary.encode(sft_prompt(question, opinions)))
+
+
+def policy_target_ids(vocabulary, statement: str) -> list[int]:
+  """A statement as the policy is trained to write it: its ids, then EOS."""
+  return list(vocabulary.encode(sft_target(statement))) + [vocabulary.eos_id]
+
+
+def rm_prefix_ids(vocabulary, prefix_text: str, max_length: int | None = None) -> list[int]:
+  """A member prefix's ids (rm_prefix or polis_rm_prefix text), cut at the end to max_length
+  as the RM feature converter cuts task inputs."""
+  ids = list(vocabulary.encode(prefix_text))
+  return ids if max_length is None else ids[:max_length]
+
+
+def rm_member_ids(vocabulary, question: str, member_opinion: str,
+                  max_length: int | None = None) -> list[int]:
+  return rm_prefix_ids(vocabulary, rm_prefix(question, member_opinion), max_length)
+
+
+def rm_candidate_ids(vocabulary, candidate: str, max_length: int | None = None) -> list[int]:
+  """A candidate's ids exactly as the RM tasks produce them (suffix + EOS); cut to max_length
+  keeping the EOS, as seqio's append_eos_after_trim does."""
+  ids = list(vocabulary.encode(rm_suffix(candidate)))
+  if max_length is not None:
+    ids = ids[:max_length - 1]
+  return ids + [vocabulary.eos_id]
+
+
+def rm_statement_head_ids(vocabulary) -> tuple[int, ...]:
+  """The ids a candidate's RM suffix starts with; the consensus program puts the policy's
+  generated ids after them on device."""
+  return tuple(vocabulary.encode(RM_STATEMENT_HEAD))

@@ -48,15 +48,6 @@ def jsonl_rounds(data_dir: str | os.PathLike) -> RoundsFn:
   return lambda split: records.iter_jsonl(data_dir / f"{split}.jsonl")
 
 
-def rm_suffix_ids(vocabulary: seqio.Vocabulary, candidate: str) -> list[int]:
-  """The candidate's token ids exactly as the RM tasks produce them (suffix + EOS)."""
-  return list(vocabulary.encode(prompts.rm_suffix(candidate))) + [vocabulary.eos_id]
-
-
-def rm_prefix_ids(vocabulary: seqio.Vocabulary, prefix_text: str) -> list[int]:
-  return list(vocabulary.encode(prefix_text))
-
-
 def tokenize_text_features(dataset: tf.data.Dataset, output_features) -> tf.data.Dataset:
   """Encodes the string output features; float features (labels, weights) pass through."""
   def encode(example):
