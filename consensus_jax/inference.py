@@ -134,20 +134,30 @@ class ConsensusRunner:
         prefixes_BMQ[b, m, :len(ids)], lengths_BM[b, m], mask_BM[b, m] = ids, len(ids), True
     return prefixes_BMQ, lengths_BM, mask_BM
 
-  def run(self, groups: Sequence[Group], rng: jax.Array) -> list[dict]:
+  def run_arrays(self, groups: Sequence[Group], rng: jax.Array):
+    """The program's outputs as host arrays, and each group's candidates as text [B][N]."""
     prompt_BP, prompt_lengths_B = self._prompts(groups)
     prefixes_BMQ, prefix_lengths_BM, mask_BM = self._prefixes(groups)
     out = jax.device_get(self._program(self.policy_params, self.rm_params, prompt_BP,
                                        prompt_lengths_B, prefixes_BMQ, prefix_lengths_BM,
                                        mask_BM, rng))
+    texts = []
+    for b in range(len(groups)):
+      texts.append([])
+      for n in range(out.candidate_tokens_BNT.shape[1]):
+        tokens = out.candidate_tokens_BNT[b, n, :out.candidate_lengths_BN[b, n]].tolist()
+        texts[-1].append(self.vocabulary.decode(
+            [t for t in tokens if t != self.cfg.sampler.eos_id]))
+    return out, texts
+
+  def run(self, groups: Sequence[Group], rng: jax.Array) -> list[dict]:
+    out, texts = self.run_arrays(groups, rng)
     results = []
     for b, group in enumerate(groups):
       candidates = []
       for n in range(out.candidate_tokens_BNT.shape[1]):
-        tokens = out.candidate_tokens_BNT[b, n, :out.candidate_lengths_BN[b, n]].tolist()
-        tokens = [t for t in tokens if t != self.cfg.sampler.eos_id]
         candidates.append({
-            "text": self.vocabulary.decode(tokens),
+            "text": texts[b][n],
             "valid": bool(out.candidate_valid_BN[b, n]),
             "welfare": float(out.welfare_BN[b, n]),
             "log_prob": float(out.candidate_logprobs_BN[b, n]),

@@ -5,14 +5,16 @@ uses, on token ids built exactly as the RM tasks build them (prefix truncated to
 length, candidate suffix + EOS to the targets length).
 
 Synthetic rounds: MAE on the 1-7 scale (prediction 1 + 6 x utility), Pearson and Spearman over
-all (candidate, member) ratings, and pairwise accuracy within each member (pairs of candidates
-the member rated differently). Polis: AUC of the predicted agreement on held-out participants'
+all (candidate, member) ratings, pairwise accuracy within each member (pairs of candidates
+the member rated differently) and how far the predictions tell members apart, for the RM and,
+on exactly the same rows, its reference predictors (studies.rm_peers: chance, a bag-of-words
+ridge peer, the other members' ratings, the simulator's noise-free ceiling). Polis: AUC of the predicted agreement on held-out participants'
 agree/disagree votes (passes left out), next to chance (0.5) and the baseline that scores each
 statement by its agree rate among the conversation's training participants.
 """
 import dataclasses
 import functools
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -21,6 +23,7 @@ import seqio
 from consensus_jax import rm_metrics
 from consensus_jax.data import polis, polis_examples, prompts, records
 from consensus_jax.models import reward
+from consensus_jax.studies import rating_rows, rm_peers
 from consensus_jax.models.config import DecoderConfig
 
 
@@ -77,35 +80,67 @@ def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
     yield items[start:start + size]
 
 
-def evaluate_rounds(scorer: Scorer, rounds: Sequence[records.Round],
-                    groups_per_batch: int = 4) -> dict[str, float]:
-  predicted, actual = [], []
-  correct = total = 0.0
+def predict_rounds(scorer: Scorer, rounds: Sequence[records.Round],
+                   groups_per_batch: int = 4) -> list[np.ndarray]:
+  """The RM's predicted agreement (1-7) of every member with every candidate: per round an
+  array [candidates, members]."""
+  predicted = []
   for batch in _batches(list(rounds), groups_per_batch):
     prefixes = [[scorer.prefix_ids(prompts.rm_prefix(r.question.text, o.text))
                  for o in r.opinions] for r in batch]
     candidates = [[scorer.candidate_ids(c.text) for c in r.candidates] for r in batch]
     utilities_BNM = scorer.utilities(prefixes, candidates)
     for b, round_ in enumerate(batch):
-      members, cands = round_.participant_ids, round_.candidate_ids
-      ratings_NM = np.zeros((len(cands), len(members)))
-      present_NM = np.zeros((len(cands), len(members)), bool)
-      for m, member in enumerate(members):
-        for n, cand in enumerate(cands):
-          rating = round_.agreement.get(member, {}).get(cand)
-          if rating is not None:
-            ratings_NM[n, m], present_NM[n, m] = rating, True
-      predicted_NM = 1.0 + 6.0 * utilities_BNM[b, :len(cands), :len(members)]
-      predicted += list(predicted_NM[present_NM])
-      actual += list(ratings_NM[present_NM])
-      c, t = rm_metrics.pairwise_accuracy(predicted_NM, ratings_NM, present_NM)
-      correct, total = correct + c, total + t
-  predicted, actual = np.asarray(predicted), np.asarray(actual)
-  return {"groups": len(rounds), "ratings": int(actual.size),
-          "mae_1_to_7": float(np.mean(np.abs(predicted - actual))),
-          "pearson": rm_metrics.pearson(predicted, actual),
-          "spearman": rm_metrics.spearman(predicted, actual),
-          "pairwise_accuracy": correct / max(total, 1), "pairs": int(total)}
+      predicted.append(1.0 + 6.0 * utilities_BNM[b, :len(round_.candidates),
+                                                 :len(round_.opinions)])
+  return predicted
+
+
+def member_spread(rows: rating_rows.RatingRows, predicted_R: np.ndarray) -> dict[str, float]:
+  """How far a predictor tells a group's members apart on the same candidate.
+
+  spread: the mean over (round, candidate) of the standard deviation across members;
+  across_member_pearson: Pearson of predictions and ratings after removing each (round,
+  candidate)'s mean over members, so only the members' differences count.
+  """
+  keys = rows.round_R * 1000 + rows.candidate_R
+  spreads, centred_p, centred_r = [], [], []
+  for key in np.unique(keys):
+    picked = keys == key
+    if picked.sum() < 2:
+      continue
+    p, r = predicted_R[picked], rows.rating_R[picked]
+    spreads.append(np.std(p))
+    centred_p.append(p - p.mean()), centred_r.append(r - r.mean())
+  if not spreads:
+    return {"member_spread": float("nan"), "across_member_pearson": float("nan")}
+  return {"member_spread": float(np.mean(spreads)),
+          "across_member_pearson": rm_metrics.pearson(np.concatenate(centred_p),
+                                                      np.concatenate(centred_r))}
+
+
+def evaluate_rounds(scorer: Scorer, rounds: Sequence[records.Round],
+                    bag_of_words: Optional[rm_peers.BagOfWordsPeer] = None,
+                    groups_per_batch: int = 4) -> dict[str, dict[str, float]]:
+  """The RM and its reference predictors on exactly the same rated rows.
+
+  Returns {predictor: metrics}: "reward_model", "chance", "bag_of_words" (when given),
+  "other_members", "simulator_ceiling" (synthetic rounds), and "ratings" (the true ratings'
+  own member spread, the scale member_spread compares against).
+  """
+  rows = rating_rows.collect(rounds)
+  predicted_R = rating_rows.from_group_arrays(rows, predict_rounds(scorer, rounds,
+                                                                   groups_per_batch))
+  results = {"reward_model": {**rating_rows.metrics(rows, predicted_R),
+                              **member_spread(rows, predicted_R)}}
+  results.update(rm_peers.reference_metrics(rows, bag_of_words))
+  for name, predict in (("bag_of_words", bag_of_words and bag_of_words.predict),
+                        ("simulator_ceiling", "simulator_ceiling" in results and
+                         rm_peers.simulator_ceiling)):
+    if predict:
+      results[name].update(member_spread(rows, predict(rows)))
+  results["ratings"] = {"groups": len(rounds), **member_spread(rows, rows.rating_R)}
+  return results
 
 
 def evaluate_polis(scorer: Scorer, conversation: polis.Conversation,
@@ -138,8 +173,15 @@ def evaluate_polis(scorer: Scorer, conversation: polis.Conversation,
               [agree_rate[e.comment_id] for e in examples], labels)}
 
 
+_LEADING_KEYS = ("pairwise_accuracy", "pearson", "mae_1_to_7", "member_spread",
+                 "across_member_pearson", "auc_reward_model", "auc_statement_agree_rate")
+
+
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
-  keys = sorted({k for metrics in results.values() for k in metrics})
+  if not results:
+    return ""
+  present = {k for metrics in results.values() for k in metrics}
+  keys = [k for k in _LEADING_KEYS if k in present] + sorted(present - set(_LEADING_KEYS))
   lines = ["| set | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
   for name, metrics in results.items():
     cells = [_format(metrics.get(k, "")) for k in keys]

@@ -42,6 +42,28 @@ def rating_examples(rounds: Iterable[records.Round]) -> Iterator[dict]:
                "label": normalized_rating(rating), "weight": 1.0}
 
 
+def list_examples(rounds: Iterable[records.Round], candidates_per_list: int = 8,
+                  seed: int = 0) -> Iterator[dict]:
+  """One member's rated candidates in lists of up to `candidates_per_list`, in a random order:
+  {"inputs": member prefix, "candidates": [suffix, ...], "labels": [normalized rating, ...]}.
+
+  The RM list converter puts the prefix once and every candidate after it on its own branch,
+  so one list trains as many (member, candidate) ratings and every pair among them.
+  """
+  for round_ in rounds:
+    opinions = {o.participant_id: o.text for o in round_.opinions}
+    rng = np.random.default_rng([seed, zlib.crc32(round_.id.encode())])
+    for participant_id, ratings in round_.agreement.items():
+      rated = [c for c in round_.candidate_ids if c in ratings]
+      order = [rated[i] for i in rng.permutation(len(rated))]
+      prefix = prompts.rm_prefix(round_.question.text, opinions[participant_id])
+      for start in range(0, len(order), candidates_per_list):
+        chunk = order[start:start + candidates_per_list]
+        yield {"inputs": prefix,
+               "candidates": [prompts.rm_suffix(round_.candidate(c).text) for c in chunk],
+               "labels": [normalized_rating(ratings[c]) for c in chunk]}
+
+
 def _ranked_pairs(ranking: records.Ranking) -> list[tuple[str, str]]:
   """Every (better, worse) pair the ranking orders; tied candidates give no pair."""
   pairs = []

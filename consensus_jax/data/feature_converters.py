@@ -39,7 +39,7 @@ Spec = seqio.FeatureConverter.FeatureSpec
 def _require_scalars(ds: tf.data.Dataset, keys, converter: str) -> None:
   missing = [k for k in keys if k not in ds.element_spec]
   if missing:
-    raise ValueError(f"{converter} needs scalar feature(s) {missing}; got "
+    raise ValueError(f"{converter} needs feature(s) {missing} besides its token features; got "
                      f"{sorted(ds.element_spec)}")
 
 
@@ -174,3 +174,63 @@ class PairwiseRMFeatureConverter(seqio.FeatureConverter):
       length = task_feature_lengths["inputs"] + task_feature_lengths[name]
       lengths.update({k: length for k in _rm_model_features(f"{name}_")})
     return lengths
+
+
+class RMListFeatureConverter(seqio.FeatureConverter):
+  """One member prefix, then each of several candidates on its own branch, in one segment.
+
+  Task features: inputs (prefix ids), targets (every candidate's ids + EOS, one after another),
+  candidate_lengths, labels. Model features (L = inputs + targets lengths):
+    decoder_input_tokens, decoder_segment_ids   as RMFeatureConverter
+    decoder_branch_ids     int32 [L]    0 on the prefix, k on the k-th candidate's tokens
+    decoder_positions      int32 [L]    0.. on the prefix; each candidate restarts right after
+                                        the prefix, as if it alone followed it
+    score_weights, score_targets        1 and the candidate's label at each candidate's EOS
+  With branch ids the decoder's mask lets a candidate see the prefix and itself only
+  (layers.attention_mask), so every candidate scores as it does alone after a cached prefix.
+  """
+
+  TASK_FEATURES = {"inputs": Spec(dtype=tf.int32), "targets": Spec(dtype=tf.int32)}
+  MODEL_FEATURES = {**_rm_model_features(), "decoder_branch_ids": Spec(dtype=tf.int32)}
+  PACKING_FEATURE_DTYPES = {}
+
+  def _convert_features(self, ds, task_feature_lengths: Mapping[str, int]):
+    _require_scalars(ds, ("candidate_lengths", "labels"), type(self).__name__)
+    inputs_length = task_feature_lengths["inputs"]
+    length = inputs_length + task_feature_lengths["targets"]
+
+    def convert(ex):
+      prefix = ex["inputs"][:inputs_length]
+      prefix_length = tf.shape(prefix)[0]
+      lengths = ex["candidate_lengths"]
+      # Candidate k of each token, and the token's offset within its candidate.
+      branch = tf.repeat(tf.range(1, tf.size(lengths) + 1), lengths)
+      starts = tf.cumsum(lengths, exclusive=True)
+      offset = tf.range(tf.reduce_sum(lengths)) - tf.gather(starts, branch - 1)
+      is_last = tf.equal(offset, tf.gather(lengths, branch - 1) - 1)
+      label = tf.gather(ex["labels"], branch - 1)
+      zeros = tf.zeros([prefix_length], tf.float32)
+      return {
+          "decoder_input_tokens": tf.concat([prefix, ex["targets"]], 0),
+          "decoder_branch_ids": tf.concat([tf.zeros([prefix_length], tf.int32), branch], 0),
+          "branch_positions": tf.concat([tf.range(prefix_length), prefix_length + offset], 0),
+          "score_weights": tf.concat([zeros, tf.cast(is_last, tf.float32)], 0),
+          "score_targets": tf.concat([zeros, tf.where(is_last, label, 0.0)], 0)}
+
+    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+    stream = packing.Stream(length, ("decoder_input_tokens", "decoder_branch_ids",
+                                     "branch_positions", "score_weights", "score_targets"),
+                            "decoder_segment_ids", "packed_positions")
+
+    def use_branch_positions(row):
+      row = dict(row)
+      row["decoder_positions"] = row.pop("branch_positions")
+      del row["packed_positions"]
+      return row
+
+    return packing.pack_or_pad(ds, [stream], pack=self.pack).map(
+        use_branch_positions, num_parallel_calls=tf.data.AUTOTUNE)
+
+  def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]):
+    length = task_feature_lengths["inputs"] + task_feature_lengths["targets"]
+    return {k: length for k in self.MODEL_FEATURES}

@@ -5,13 +5,16 @@ Tasks (their splits are the evaluation sets too):
   consensus_rm_synthetic_ratings   inputs, targets, label, weight     train / iid_test / ood_test
   consensus_rm_synthetic_pairwise  inputs, chosen, rejected,
                                    chosen_label, rejected_label       train / iid_test / ood_test
+  consensus_rm_synthetic_lists     inputs, targets (every candidate's  train / iid_test / ood_test
+                                   ids + EOS, one after another),
+                                   candidate_lengths, labels
   consensus_rm_polis               inputs, targets, label, weight     train / heldout_participants
                                                                       / validation
 Mixtures:
   consensus_rm_pointwise           synthetic ratings + Polis votes (splits shared by both: train)
 
 Use with feature_converters: SFTFeatureConverter, RMFeatureConverter,
-PairwiseRMFeatureConverter. "inputs" is the prompt or the RM's member prefix (no EOS);
+PairwiseRMFeatureConverter, RMListFeatureConverter. "inputs" is the prompt or the RM's member prefix (no EOS);
 "targets" / "chosen" / "rejected" end with EOS, and the RM score is read at that EOS. The
 rounds come from JSONL files (<dir>/<split>.jsonl, records.py) or any callable split -> rounds,
 e.g. tfds_deliberation.rounds_from_tfds.
@@ -32,6 +35,7 @@ from consensus_jax.data import records
 SFT_TASK = "consensus_sft_synthetic"
 RM_RATINGS_TASK = "consensus_rm_synthetic_ratings"
 RM_PAIRWISE_TASK = "consensus_rm_synthetic_pairwise"
+RM_LISTS_TASK = "consensus_rm_synthetic_lists"
 RM_POLIS_TASK = "consensus_rm_polis"
 RM_POINTWISE_MIXTURE = "consensus_rm_pointwise"
 SYNTHETIC_SPLITS = question_bank.SPLITS
@@ -56,6 +60,29 @@ def tokenize_text_features(dataset: tf.data.Dataset, output_features) -> tf.data
       if key in example and example[key].dtype == tf.string:
         encoded[key] = feature.vocabulary.encode_tf(example[key])
     return encoded
+  return dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def tokenize_candidate_lists(dataset: tf.data.Dataset, output_features,
+                             sequence_length=None) -> tf.data.Dataset:
+  """inputs -> ids; candidates (a list of texts) -> `targets`, every candidate's ids + EOS one
+  after another, with `candidate_lengths`. Only whole candidates are kept, as many as fit the
+  targets length; their `labels` are kept with them."""
+  vocabulary = output_features["targets"].vocabulary
+  limit = (sequence_length or {}).get("targets")
+
+  def encode(example):
+    ragged = vocabulary.encode_tf(example["candidates"])
+    eos = tf.fill([ragged.nrows(), 1], tf.cast(vocabulary.eos_id, ragged.dtype))
+    ragged = tf.concat([ragged, eos], axis=1)
+    lengths = tf.cast(ragged.row_lengths(), tf.int32)
+    keep = tf.size(lengths)
+    if limit is not None:
+      keep = tf.reduce_sum(tf.cast(tf.cumsum(lengths) <= limit, tf.int32))
+    return {"inputs": vocabulary.encode_tf(example["inputs"]),
+            "targets": tf.cast(ragged[:keep].flat_values, tf.int32),
+            "candidate_lengths": lengths[:keep], "labels": example["labels"][:keep]}
+
   return dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -95,6 +122,7 @@ def _polis_conversations(polis_dir: pathlib.Path, split: str) -> Iterable[polis.
 def register_tasks(rounds: str | os.PathLike | RoundsFn, vocabulary: seqio.Vocabulary, *,
                    polis_dir: str | os.PathLike | None = None, polis_pass_weight: float = 0.0,
                    polis_heldout_fraction: float = 0.2, pairs_per_member: int = 8,
+                   candidates_per_list: int = 8,
                    splits: Sequence[str] = SYNTHETIC_SPLITS, seed: int = 0) -> list[str]:
   """(Re-)registers every task and mixture; calling again replaces them. Returns the names.
 
@@ -117,7 +145,21 @@ def register_tasks(rounds: str | os.PathLike | RoundsFn, vocabulary: seqio.Vocab
                      "chosen_label": _SCALAR, "rejected_label": _SCALAR}, splits),
             _output_features(vocabulary, "inputs", ["chosen", "rejected"],
                              ["chosen_label", "rejected_label"]))
-  names = [SFT_TASK, RM_RATINGS_TASK, RM_PAIRWISE_TASK]
+  seqio.TaskRegistry.remove(RM_LISTS_TASK)
+  seqio.TaskRegistry.add(
+      RM_LISTS_TASK,
+      source=_source(lambda split: examples_lib.list_examples(
+          rounds_fn(split), candidates_per_list, seed),
+                     {"inputs": _TEXT, "candidates": tf.TensorSpec([None], tf.string),
+                      "labels": tf.TensorSpec([None], tf.float32)}, splits),
+      output_features={
+          "inputs": seqio.Feature(vocabulary, add_eos=False),
+          "targets": seqio.Feature(vocabulary, add_eos=False),
+          "candidate_lengths": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False),
+          "labels": seqio.Feature(seqio.PassThroughVocabulary(1), add_eos=False,
+                                  dtype=tf.float32)},
+      preprocessors=[tokenize_candidate_lists])
+  names = [SFT_TASK, RM_RATINGS_TASK, RM_PAIRWISE_TASK, RM_LISTS_TASK]
   seqio.MixtureRegistry.remove(RM_POINTWISE_MIXTURE)
   if polis_dir is None:
     seqio.TaskRegistry.remove(RM_POLIS_TASK)

@@ -55,6 +55,8 @@ class Decoder(nn.Module):
   For sampling (`decode`, see layers.DecodeSpec), mode "prefill" runs a left-padded prompt
   batch (segment ids 0 on the padding) and sets up the KV caches; mode "step" feeds one token
   per sample row at `positions_BL` (the row's current length). Apply with `mutable=["cache"]`.
+  `branch_ids_BL` (training only) makes each packed segment a prefix with branches that do
+  not see each other (layers.attention_mask).
   """
   config: DecoderConfig
   decode: Optional[layers.DecodeSpec] = None
@@ -62,13 +64,13 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, tokens_BL: jax.Array, positions_BL: Optional[jax.Array] = None,
                segment_ids_BL: Optional[jax.Array] = None, *, return_hidden: bool = False,
-               compute_logits: bool = True):
+               compute_logits: bool = True, branch_ids_BL: Optional[jax.Array] = None):
     cfg = self.config
     if positions_BL is None:
       positions_BL = jnp.broadcast_to(jnp.arange(tokens_BL.shape[1]), tokens_BL.shape)
     if segment_ids_BL is None:
       segment_ids_BL = jnp.ones_like(tokens_BL)
-    mask_B11LS = layers.attention_mask(segment_ids_BL)
+    mask_B11LS = layers.attention_mask(segment_ids_BL, branch_ids_BL)
     lengths_B = jnp.sum(segment_ids_BL != 0, axis=-1)
 
     embedding_VE = layers.logical_param(self, "embedding", (cfg.vocab_size, cfg.d_model),

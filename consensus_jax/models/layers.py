@@ -62,13 +62,24 @@ def apply_rotary(x_BLHD: jax.Array, positions_BL: jax.Array, theta: float) -> ja
   return (x * cos_BL1D + swapped * sin_BL1D).astype(x_BLHD.dtype)
 
 
-def attention_mask(segment_ids_BL: jax.Array) -> jax.Array:
-  """[B, 1, 1, L, L] bool: causal, within one packed segment, never onto padding (segment 0)."""
+def attention_mask(segment_ids_BL: jax.Array,
+                   branch_ids_BL: Optional[jax.Array] = None) -> jax.Array:
+  """[B, 1, 1, L, L] bool: causal, within one packed segment, never onto padding (segment 0).
+
+  With `branch_ids_BL` a segment is a tree of one trunk (branch 0) and branches 1, 2, ...: a
+  token sees the trunk before it and its own branch, never another branch. The RM trains on a
+  member prefix (the trunk) followed by several candidates (branches) this way, each candidate
+  scored as if it alone followed the prefix (as the prompt cache serves it).
+  """
   length = segment_ids_BL.shape[1]
   causal_LL = jnp.tril(jnp.ones((length, length), dtype=jnp.bool_))
   same_segment_BLL = segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]
   real_key_B1L = (segment_ids_BL != 0)[:, None, :]
-  return (causal_LL & same_segment_BLL & real_key_B1L)[:, None, None]
+  mask_BLL = causal_LL & same_segment_BLL & real_key_B1L
+  if branch_ids_BL is not None:
+    mask_BLL &= ((branch_ids_BL[:, None, :] == 0) |
+                 (branch_ids_BL[:, None, :] == branch_ids_BL[:, :, None]))
+  return mask_BLL[:, None, None]
 
 
 def left_align(tokens_BP: jax.Array, lengths_B: jax.Array):

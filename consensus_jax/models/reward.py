@@ -18,7 +18,7 @@ from consensus_jax.models import layers
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
 
-LOSSES = ("regression", "bradley_terry", "binary_cross_entropy")
+LOSSES = ("regression", "bradley_terry", "binary_cross_entropy", "listwise")
 
 
 class RewardModel(nn.Module):
@@ -30,9 +30,10 @@ class RewardModel(nn.Module):
   decode: Optional[layers.DecodeSpec] = None  # Shared-prefix scoring (see score_groups).
 
   @nn.compact
-  def __call__(self, tokens_BL, positions_BL=None, segment_ids_BL=None):
+  def __call__(self, tokens_BL, positions_BL=None, segment_ids_BL=None, branch_ids_BL=None):
     hidden_BLE = Decoder(self.config, self.decode, name="backbone")(
-        tokens_BL, positions_BL, segment_ids_BL, compute_logits=False)
+        tokens_BL, positions_BL, segment_ids_BL, compute_logits=False,
+        branch_ids_BL=branch_ids_BL)
     w_E = layers.logical_param(self, "score_kernel", (self.config.d_model,), ("embed",),
                                nn.initializers.zeros)
     b = layers.logical_param(self, "score_bias", (), (), nn.initializers.zeros)
@@ -61,6 +62,19 @@ def regression_loss(score_BL, targets_BL, weights_BL):
 
 def binary_cross_entropy_loss(score_BL, targets_BL, weights_BL):
   return _weighted_mean(binary_cross_entropy_terms(score_BL, targets_BL), weights_BL)
+
+
+def within_list_pairs(score_BL, targets_BL, weights_BL, segment_ids_BL):
+  """Bradley-Terry terms over every pair of scored positions of one packed segment (one
+  member's list) whose targets differ: (sum of -log sigmoid(s_better - s_worse), pairs,
+  pairs ordered right)."""
+  scored_BL = weights_BL > 0
+  pair_BLL = (scored_BL[:, :, None] & scored_BL[:, None, :] &
+              (segment_ids_BL[:, :, None] == segment_ids_BL[:, None, :]) &
+              (targets_BL[:, :, None] > targets_BL[:, None, :])).astype(jnp.float32)
+  margin_BLL = score_BL[:, :, None] - score_BL[:, None, :]
+  return (jnp.sum(jax.nn.softplus(-margin_BLL) * pair_BLL), jnp.sum(pair_BLL),
+          jnp.sum((margin_BLL > 0) * pair_BLL))
 
 
 def segment_scores(score_BL, weights_BL, segment_ids_BL, max_segments: int):

@@ -5,8 +5,15 @@ Losses (gin: `RewardObjective.loss_kind`):
   binary_cross_entropy   agree/disagree votes (Polis); a pass is target 0.5 at the weight the
                          task gives it (tasks.register_tasks(polis_pass_weight=...)), or absent
   bradley_terry          pairs from each member's ranking: -log sigmoid(s_chosen - s_rejected)
+  listwise               one member's list of rated candidates on branches after one prefix
+                         (RMListFeatureConverter): the regression loss on every candidate plus
+                         `pair_weight` x the Bradley-Terry loss over every pair in the list that
+                         the member rated differently. The pairs teach what tells one member's
+                         candidates apart (the member x candidate interaction); the regression
+                         keeps utilities on the rating scale, which welfare rules compare
+                         across members.
 Pointwise losses read batches of feature_converters.RMFeatureConverter, Bradley-Terry those of
-PairwiseRMFeatureConverter. `backbone_from` starts the backbone from a params-only or train
+PairwiseRMFeatureConverter, listwise those of RMListFeatureConverter. `backbone_from` starts the backbone from a params-only or train
 checkpoint of a Decoder (an SFT run, or an imported Hugging Face model); the head starts at 0.
 """
 import dataclasses
@@ -36,6 +43,8 @@ class RewardObjective:
   backbone_from: Optional[str] = None
   # Most packed examples per row in a pairwise batch (bounds the per-pair score read-out).
   max_pairs_per_row: int = 16
+  # listwise: weight of the within-list Bradley-Terry mean against the regression mean.
+  pair_weight: float = 1.0
 
   def __post_init__(self):
     if self.loss_kind not in reward.LOSSES:
@@ -53,6 +62,8 @@ class RewardObjective:
     return ("decoder_input_tokens",)
 
   def make_feature_converter(self, pack: bool):
+    if self.loss_kind == "listwise":
+      return feature_converters.RMListFeatureConverter(pack=pack)
     if self.pairwise:
       return feature_converters.PairwiseRMFeatureConverter(pack=pack)
     return feature_converters.RMFeatureConverter(pack=pack)
@@ -76,10 +87,31 @@ class RewardObjective:
   def _scores(self, params, batch, prefix=""):
     return reward.RewardModel(self.config).apply(
         {"params": params}, batch[f"{prefix}decoder_input_tokens"],
-        batch[f"{prefix}decoder_positions"], batch[f"{prefix}decoder_segment_ids"])
+        batch[f"{prefix}decoder_positions"], batch[f"{prefix}decoder_segment_ids"],
+        batch.get(f"{prefix}decoder_branch_ids"))
+
+  def _listwise_loss(self, params, batch) -> LossOutput:
+    score_BL = self._scores(params, batch)
+    weights_BL, targets_BL = batch["score_weights"], batch["score_targets"]
+    ratings = jnp.sum(weights_BL)
+    regression_sum = jnp.sum(reward.regression_terms(score_BL, targets_BL) * weights_BL)
+    pair_loss_sum, pairs, pairs_right = reward.within_list_pairs(
+        score_BL, targets_BL, weights_BL, batch["decoder_segment_ids"])
+    # Both terms are means (the trainer divides by the ratings): the pair mean is rescaled.
+    per_pair = jax.lax.stop_gradient(ratings / jnp.maximum(pairs, 1.0))
+    predicted_BL = jax.nn.sigmoid(score_BL)
+    return LossOutput(
+        loss_sum=regression_sum + self.pair_weight * pair_loss_sum * per_pair,
+        denominator=ratings,
+        metric_sums={"mean_abs_error_scaled": jnp.sum(jnp.abs(predicted_BL - targets_BL) *
+                                                      weights_BL),
+                     "pair_accuracy": pairs_right * per_pair,
+                     "pair_loss": pair_loss_sum * per_pair})
 
   def loss(self, params: Any, batch: Batch, rng: jax.Array) -> LossOutput:
     del rng
+    if self.loss_kind == "listwise":
+      return self._listwise_loss(params, batch)
     if self.pairwise:
       arrays = []
       for side in ("chosen_", "rejected_"):

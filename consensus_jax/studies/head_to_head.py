@@ -1,0 +1,90 @@
+"""Head-to-head: how often each system's statement is preferred over another's, judged.
+
+For every group, every system (studies.systems) picks one statement; each judge rates it for
+every member (1-7). System A beats B in a group when the members' mean judged agreement with
+A's statement is higher (a tie counts half). Reported per judge: the pairwise win-rate matrix
+with Wilson 95% intervals, the mean agreement and the worst-off member's agreement per system
+(with 95% t intervals), over the groups of the split.
+"""
+from collections.abc import Sequence
+
+import numpy as np
+
+from consensus_jax.data import records
+from consensus_jax.studies import judges as judges_lib
+from consensus_jax.studies import statistics, systems
+
+
+def judged_texts(judge: judges_lib.SimulatedJudge, rounds: Sequence[records.Round],
+                 outputs: Sequence[systems.GroupOutputs]):
+  """Per group: judged ratings [members, samples] and [members, opinions]."""
+  samples, opinions = [], []
+  for round_, out in zip(rounds, outputs):
+    samples.append(judge.rate(round_, out.samples))
+    opinions.append(judge.rate(round_, [o.text for o in round_.opinions]))
+  return samples, opinions
+
+
+def chosen_ratings(choices: dict[str, list[tuple]], judged_samples, judged_opinions):
+  """{system: [ratings of every member for its statement, per group]}."""
+  out = {}
+  for name, picks in choices.items():
+    out[name] = [(judged_samples[g] if kind == "sample" else judged_opinions[g])[:, index]
+                 for g, (kind, index) in enumerate(picks)]
+  return out
+
+
+def summarize(ratings: dict[str, list[np.ndarray]]) -> dict:
+  names = list(ratings)
+  mean_SG = np.array([[r.mean() for r in ratings[name]] for name in names])
+  worst_SG = np.array([[r.min() for r in ratings[name]] for name in names])
+  win_rate, win_rate_ci = statistics.win_rate_matrix(mean_SG, names)
+  return {"systems": names, "win_rate": win_rate, "win_rate_ci": win_rate_ci,
+          "mean_agreement": {n: statistics.mean_interval(mean_SG[i]) for i, n in
+                             enumerate(names)},
+          "worst_member_agreement": {n: statistics.mean_interval(worst_SG[i]) for i, n in
+                                     enumerate(names)},
+          "groups": int(mean_SG.shape[1])}
+
+
+def run(rounds: Sequence[records.Round], outputs: Sequence[systems.GroupOutputs],
+        judges: Sequence[judges_lib.SimulatedJudge] = judges_lib.JUDGES, seed: int = 0) -> dict:
+  """The split's result under the first judge, with the others under "robustness"."""
+  result, examples = None, None
+  for judge in judges:
+    judged_samples, judged_opinions = judged_texts(judge, rounds, outputs)
+    choices = systems.choose(list(outputs), judged_samples, judged_opinions, seed)
+    summary = summarize(chosen_ratings(choices, judged_samples, judged_opinions))
+    summary["judge"] = judge.name
+    if result is None:
+      result, examples = summary, (choices, judged_samples)
+      result["robustness"] = {}
+    else:
+      result["robustness"][judge.name] = summary
+  return result, examples
+
+
+def markdown(split_results: dict[str, dict], focus: str = "rm_utilitarian") -> str:
+  lines = ["# Head-to-head", "",
+           "Share of groups in which the row system's statement is preferred (members' mean "
+           "judged agreement; ties half), with Wilson 95% intervals. Judge: the simulated "
+           "population the selector never saw; `robustness` repeats it with a perturbed "
+           "population.", ""]
+  for split, result in split_results.items():
+    for judge_name, summary in [(result["judge"], result),
+                                *result.get("robustness", {}).items()]:
+      lines += [f"## {split}, judge {judge_name} ({summary['groups']} groups)", "",
+                f"| system | mean agreement (1-7) | worst-off member | {focus} wins vs it |",
+                "|---|---|---|---|"]
+      for name in summary["systems"]:
+        mean = summary["mean_agreement"][name]
+        worst = summary["worst_member_agreement"][name]
+        if name == focus:
+          wins = "-"
+        else:
+          low, high = summary["win_rate_ci"][focus][name]
+          wins = f"{summary['win_rate'][focus][name]:.2f} [{low:.2f}, {high:.2f}]"
+        lines.append(f"| {name} | {mean['mean']:.2f} [{mean['ci_low']:.2f}, "
+                     f"{mean['ci_high']:.2f}] | {worst['mean']:.2f} | {wins} |")
+      lines.append("")
+  return "\n".join(lines)
