@@ -124,11 +124,60 @@ def test_train_then_eval_binaries_write_metrics(tmp_path, data, shared_data_dir)
   for split in ("iid_test", "ood_test"):
     rounds = records.read_jsonl(data / "rounds" / f"{split}.jsonl")
     expected = sum(len(ratings) for r in rounds for ratings in r.agreement.values())
-    assert results[f"synthetic/{split}"]["ratings"] == expected
-    assert 0.0 <= results[f"synthetic/{split}"]["pairwise_accuracy"] <= 1.0
-    assert 0.0 <= results[f"synthetic/{split}"]["mae_1_to_7"] <= 6.0
+    predictors = {k.rsplit("/", 1)[1]: v for k, v in results.items()
+                  if k.startswith(f"synthetic/{split}/")}
+    # The RM and every reference are scored on the same rated rows.
+    for name in ("reward_model", "bag_of_words", "other_members", "simulator_ceiling"):
+      assert predictors[name]["rows"] == expected, name
+      assert predictors[name]["pairs"] == predictors["reward_model"]["pairs"], name
+    # The simulator's ceiling orders a member's candidates far better than chance.
+    assert predictors["simulator_ceiling"]["pairwise_accuracy"] > 0.8
   polis = results["polis/scoop-hivemind.freshwater"]
-  assert polis["votes"] == 64 and 0.0 <= polis["auc_reward_model"] <= 1.0
+  assert polis["votes"] == 64
   assert 0.5 < polis["auc_statement_agree_rate"] <= 1.0  # The baseline carries signal.
-  assert "| synthetic/iid_test |" in (model_dir / "eval" / "reward_metrics.md").read_text()
-  assert "synthetic/ood_test" in evaluate.stdout
+  report_md = (model_dir / "eval" / "reward_metrics.md").read_text()
+  assert "| synthetic/iid_test/reward_model |" in report_md
+  assert "| synthetic/ood_test/bag_of_words |" in report_md
+  assert "synthetic/ood_test/simulator_ceiling" in evaluate.stdout
+
+
+_FRUITS = ("apples", "pears", "plums", "grapes", "cherries", "lemons")
+
+
+def _planted_round(i: int, rng: np.random.Generator) -> records.Round:
+  """Each member likes one fruit; they rate a statement choosing it 7, any other 2."""
+  question = records.Question("q", "Which fruit should the school serve?", 0, "train",
+                              "The school should serve fruit.",
+                              "The school should NOT serve fruit.")
+  likes = rng.choice(_FRUITS, 3, replace=False)
+  opinions = tuple(records.Opinion(f"p{m}", f"I think the school should serve {f}.")
+                   for m, f in enumerate(likes))
+  candidates = tuple(records.Candidate(f"c{n}", f"We want the school to serve {f}.", "model")
+                     for n, f in enumerate(_FRUITS))
+  agreement = {f"p{m}": {f"c{n}": 7 if _FRUITS[n] == like else 2 for n in range(len(_FRUITS))}
+               for m, like in enumerate(likes)}
+  return records.Round(f"planted-{i}", question, opinions, candidates, agreement)
+
+
+def test_a_short_run_learns_a_planted_member_candidate_signal(tmp_path, data):
+  """Which candidate a member prefers depends only on their own opinion, so a model that does
+  not read the member scores 0.5 pairwise accuracy; a short listwise run must reach 0.8."""
+  from consensus_jax import rm_eval
+  from consensus_jax.data import tasks, vocab
+
+  rng = np.random.default_rng(0)
+  train_rounds = [_planted_round(i, rng) for i in range(200)]
+  test_rounds = [_planted_round(1000 + i, rng) for i in range(12)]
+  vocabulary = vocab.get_vocabulary(data / "vocab", vocab_size=VOCAB_SIZE)
+  tasks.register_tasks(lambda split: iter(train_rounds), vocabulary, splits=("train",),
+                       candidates_per_list=6)
+  gin.clear_config()
+  objective = RewardObjective(CONFIG, loss_kind="listwise")
+  result = _train(tmp_path / "planted", objective, "consensus_rm_synthetic_lists",
+                  {"inputs": 48, "targets": 96}, steps=150)
+  scorer = rm_eval.Scorer(CONFIG, jax.device_get(result.state.params), vocabulary,
+                          rm_eval.Lengths(48, 24))
+  metrics = rm_eval.evaluate_rounds(scorer, test_rounds)
+  assert metrics["reward_model"]["pairwise_accuracy"] > 0.8
+  assert metrics["reward_model"]["across_member_pearson"] > 0.5  # it tells members apart
+  assert metrics["other_members"]["pairwise_accuracy"] < 0.6  # popularity cannot

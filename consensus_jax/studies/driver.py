@@ -69,11 +69,12 @@ def run_study(study: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
               vocab_dir: str = gin.REQUIRED, vocab_size: int = 8000, sampler=gin.REQUIRED,
               splits: Sequence[str] = ("iid_test", "ood_test"), max_groups: Optional[int] = 100,
               rm_lengths: Optional[dict] = None, groups_per_batch: int = 4,
-              seed: int = 0, pipeline: Any = None) -> dict:
+              seed: int = 0, print_examples: int = 0, pipeline: Any = None) -> dict:
   """One study over `splits`; returns {split: result} as written to <output_dir>/<study>.json.
 
   `pipeline` (a studies.runner.StudyPipeline) replaces loading the models, for callers that
-  already hold them (the main job, tests).
+  already hold them (tests). `print_examples` (head_to_head): print that many groups of the
+  last split with the chosen statement and every member's predicted and judged agreement.
   """
   if study not in STUDIES:
     raise ValueError(f"run_study: study={study!r} is not one of {STUDIES}")
@@ -88,12 +89,16 @@ def run_study(study: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
   if study == "head_to_head":
     for split, rounds in rounds_by_split.items():
       outputs = pipeline.run(rounds)
-      results[split], (_, judged_samples) = head_to_head.run(rounds, outputs, seed=seed)
+      results[split], (choices, judged_samples) = head_to_head.run(rounds, outputs, seed=seed)
       plots.win_rate_matrix(results[split], out_dir / f"head_to_head_{split}_win_rates.png",
                             f"{split} ({results[split]['judge']})")
       plots.agreement_heatmaps(_heatmap_examples(rounds, outputs, judged_samples),
                                out_dir / f"head_to_head_{split}_agreement.png")
     _write(out_dir, study, results, head_to_head.markdown(results))
+    if print_examples:
+      print(head_to_head.examples_text(rounds, outputs, choices, judged_samples,
+                                       print_examples))
+      print(head_to_head.summary_line(split, results[split]))
   elif study == "exclusion":
     for split, rounds in rounds_by_split.items():
       rng = np.random.default_rng(seed)

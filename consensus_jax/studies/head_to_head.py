@@ -88,3 +88,34 @@ def markdown(split_results: dict[str, dict], focus: str = "rm_utilitarian") -> s
                      f"{mean['ci_high']:.2f}] | {worst['mean']:.2f} | {wins} |")
       lines.append("")
   return "\n".join(lines)
+
+
+def examples_text(rounds, outputs, choices, judged_samples, count: int,
+                  system: str = "rm_utilitarian") -> str:
+  """Groups with the system's statement and each member's predicted and judged agreement."""
+  lines = []
+  for g in range(min(count, len(rounds))):
+    round_, out = rounds[g], outputs[g]
+    _, n = choices[system][g]
+    lines += ["", f"=== group {round_.id}: {round_.question.text}"]
+    lines += [f"  {o.participant_id}: {o.text}" for o in round_.opinions]
+    lines.append(f"  CONSENSUS ({system}): {out.samples[n]}")
+    lines.append("  member     predicted  judged   (agreement, 1-7)")
+    for m, opinion in enumerate(round_.opinions):
+      lines.append(f"  {opinion.participant_id:<10} {1 + 6 * out.rm_samples_NM[n, m]:9.2f} "
+                   f"{judged_samples[g][m, n]:7.0f}")
+  return "\n".join(lines)
+
+
+def summary_line(split: str, result: dict, system: str = "rm_utilitarian") -> str:
+  """One line: how often the system beats the best predicted opinion and one SFT sample."""
+  parts = []
+  for other in ("best_predicted_opinion", "sft_sample", "best_opinion_hindsight"):
+    low, high = result["win_rate_ci"][system][other]
+    parts.append(f"{other} {result['win_rate'][system][other]:.0%} [{low:.0%}, {high:.0%}]")
+  mean = result["mean_agreement"]
+  return (f"head-to-head on {split} ({result['groups']} groups, judged by the simulated "
+          f"population): {system} wins vs " + ", ".join(parts) +
+          f"; mean judged agreement {mean[system]['mean']:.2f} vs one sample "
+          f"{mean['sft_sample']['mean']:.2f}, judge's best of N "
+          f"{mean['judge_best_of_n']['mean']:.2f}")

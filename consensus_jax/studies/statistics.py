@@ -21,7 +21,8 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
   denominator = 1 + z * z / n
   centre = (p + z * z / (2 * n)) / denominator
   half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-  return (max(0.0, centre - half), min(1.0, centre + half))
+  # The interval always holds p itself (rounding can put centre - half just above 0 at p = 0).
+  return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))
 
 
 def win_share(a_G: np.ndarray, b_G: np.ndarray) -> tuple[float, tuple[float, float]]:
