@@ -486,3 +486,35 @@ def test_rewrite_gin_args():
           "--gin_bindings=train.seed = 3"]
   with pytest.raises(gin_utils.UnknownGinBindingError, match="malformed"):
     gin_utils.rewrite_gin_args(["--gin.NO_VALUE"])
+
+
+@pytest.mark.parametrize("gin_file, expected", [
+    ("gin_configs/runs/reward_lists.gin", {"%RM_LOSS": "listwise",
+                                           "%RM_TASK": "consensus_rm_synthetic_lists"}),
+    ("gin_configs/recipes/rm_small_synthetic.gin", {"%RM_LOSS": "listwise",
+                                                    "DecoderConfig.d_model": 512}),
+])
+def test_reward_recipes_parse_and_bind_the_listwise_objective(gin_file, expected):
+  gin.clear_config()
+  try:
+    files = [gin_file] + ([] if "recipes" in gin_file else ["gin_configs/models/tiny.gin"])
+    gin_utils.parse_gin(files, ["MODEL_DIR = '/tmp/unused'"], finalize=False)
+    for name, value in expected.items():
+      assert gin.query_parameter(name) == value, name
+  finally:
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("study", ["head_to_head", "exclusion", "welfare"])
+def test_study_gins_bind_the_eval_binarys_study_mode(study):
+  import consensus_jax.eval  # noqa: F401  (registers `evaluate`, as running the binary does)
+
+  gin.clear_config()
+  try:
+    gin_utils.parse_gin([f"gin_configs/runs/study_{study}.gin", "gin_configs/models/tiny.gin"],
+                        ["POLICY_DIR = '/p'", "RM_DIR = '/r'", "DATA_DIR = '/d'",
+                         "OUTPUT_DIR = '/o'"], finalize=False)
+    assert gin.query_parameter("run_study.study") == study
+    assert "run_study" in str(gin.query_parameter("evaluate.evaluation"))
+  finally:
+    gin.clear_config()
