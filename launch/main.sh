@@ -48,6 +48,6 @@ echo "== 5/5 held-out groups: sample 16 candidates, score every member, pick by 
 python -m consensus_jax.eval --gin_file=gin_configs/runs/study_head_to_head.gin \
   --gin_file="$MODEL_GIN" --gin.POLICY_DIR="'$WORK/sft'" --gin.RM_DIR="'$WORK/rm'" \
   --gin.DATA_DIR="'$DATA'" --gin.VOCAB_DIR="'$VOCAB'" --gin.OUTPUT_DIR="'$WORK/studies'" \
-  --gin.STUDY_GROUPS="$STUDY_GROUPS" --gin.STUDY_SPLITS="('ood_test',)" \
+  --gin.STUDY_GROUPS="$STUDY_GROUPS" --gin.STUDY_SPLITS="('ood_test',)" --gin.TEMPERATURE=0.7 \
   --gin.run_study.print_examples=3
 echo "reward metrics: $WORK/rm/eval/reward_metrics.md; head-to-head: $WORK/studies/head_to_head.md and PNGs"
