@@ -55,7 +55,8 @@ def _segments(segment_ids):
 
 def test_registration_is_idempotent(registered, data_dir, vocabulary, shared_data_dir):
   assert set(registered) == {tasks.SFT_TASK, tasks.RM_RATINGS_TASK, tasks.RM_PAIRWISE_TASK,
-                             tasks.RM_POLIS_TASK, tasks.RM_POINTWISE_MIXTURE}
+                             tasks.RM_LISTS_TASK, tasks.RM_POLIS_TASK,
+                             tasks.RM_POINTWISE_MIXTURE}
   again = tasks.register_tasks(data_dir, vocabulary, polis_dir=shared_data_dir / "polis")
   assert again == registered
   assert set(seqio.get_mixture_or_task(tasks.SFT_TASK).splits) == {

@@ -109,6 +109,11 @@ def test_systems_pick_what_their_rules_say():
     assert (summary["mean_agreement"]["judge_best_of_n"]["mean"] >=
             summary["mean_agreement"][name]["mean"])
   assert summary["groups"] == len(outputs)
+  # An RM whose utilities are the judge's own ratings orders every judged pair right.
+  for g, out in enumerate(outputs):
+    out.rm_samples_NM = judged_samples[g].T / 7.0
+    out.sample_valid_N[:] = True
+  assert head_to_head.rm_ranking_of_samples(outputs, judged_samples)["pairwise_accuracy"] == 1.0
 
 
 def test_welfare_study_reports_rawlsian_no_worse_for_the_worst_off_by_prediction():

@@ -63,6 +63,7 @@ def test_head_to_head_writes_the_documented_report(setup, tmp_path, capsys):
           low, high = result["win_rate_ci"][a][b]
           assert low <= result["win_rate"][a][b] <= high
     assert "perturbed_population" in result["robustness"]
+    assert result["rm_ranking_of_samples"]["pairs"] > 0
     assert (tmp_path / f"head_to_head_{split}_win_rates.png").stat().st_size > 1000
     assert (tmp_path / f"head_to_head_{split}_agreement.png").stat().st_size > 1000
   assert results["ood_test"]["groups"] == GROUPS

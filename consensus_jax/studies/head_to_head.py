@@ -4,12 +4,14 @@ For every group, every system (studies.systems) picks one statement; each judge 
 every member (1-7). System A beats B in a group when the members' mean judged agreement with
 A's statement is higher (a tie counts half). Reported per judge: the pairwise win-rate matrix
 with Wilson 95% intervals, the mean agreement and the worst-off member's agreement per system
-(with 95% t intervals), over the groups of the split.
+(with 95% t intervals), over the groups of the split, and how well the RM orders the policy's
+samples for each member by the judge (its pairwise accuracy on the samples it selects among).
 """
 from collections.abc import Sequence
 
 import numpy as np
 
+from consensus_jax import rm_metrics
 from consensus_jax.data import records
 from consensus_jax.studies import judges as judges_lib
 from consensus_jax.studies import statistics, systems
@@ -34,6 +36,19 @@ def chosen_ratings(choices: dict[str, list[tuple]], judged_samples, judged_opini
   return out
 
 
+def rm_ranking_of_samples(outputs: Sequence[systems.GroupOutputs],
+                          judged_samples) -> dict[str, float]:
+  """How well the RM orders each member's view of the policy's samples, by the judge: the
+  within-member pairwise accuracy of predicted against judged agreement over valid samples."""
+  correct = total = 0.0
+  for out, judged_MN in zip(outputs, judged_samples):
+    valid = np.flatnonzero(out.sample_valid_N)
+    c, t = rm_metrics.pairwise_accuracy(out.rm_samples_NM[valid], judged_MN[:, valid].T,
+                                        np.ones((valid.size, judged_MN.shape[0]), bool))
+    correct, total = correct + c, total + t
+  return {"pairwise_accuracy": correct / max(total, 1), "pairs": int(total)}
+
+
 def summarize(ratings: dict[str, list[np.ndarray]]) -> dict:
   names = list(ratings)
   mean_SG = np.array([[r.mean() for r in ratings[name]] for name in names])
@@ -56,6 +71,7 @@ def run(rounds: Sequence[records.Round], outputs: Sequence[systems.GroupOutputs]
     choices = systems.choose(list(outputs), judged_samples, judged_opinions, seed)
     summary = summarize(chosen_ratings(choices, judged_samples, judged_opinions))
     summary["judge"] = judge.name
+    summary["rm_ranking_of_samples"] = rm_ranking_of_samples(outputs, judged_samples)
     if result is None:
       result, examples = summary, (choices, judged_samples)
       result["robustness"] = {}
@@ -86,7 +102,10 @@ def markdown(split_results: dict[str, dict], focus: str = "rm_utilitarian") -> s
           wins = f"{summary['win_rate'][focus][name]:.2f} [{low:.2f}, {high:.2f}]"
         lines.append(f"| {name} | {mean['mean']:.2f} [{mean['ci_low']:.2f}, "
                      f"{mean['ci_high']:.2f}] | {worst['mean']:.2f} | {wins} |")
-      lines.append("")
+      ranking = summary["rm_ranking_of_samples"]
+      lines += ["", f"The RM orders each member's view of the policy's samples as this judge does "
+                    f"in {ranking['pairwise_accuracy']:.2f} of {ranking['pairs']} pairs "
+                    "(chance 0.5).", ""]
   return "\n".join(lines)
 
 
