@@ -5,12 +5,13 @@ uses, on token ids built exactly as the RM tasks build them (prefix truncated to
 length, candidate suffix + EOS to the targets length).
 
 Synthetic rounds: MAE on the 1-7 scale (prediction 1 + 6 x utility), Pearson and Spearman over
-all (candidate, member) ratings, pairwise accuracy within each member (pairs of candidates
-the member rated differently) and how far the predictions tell members apart, for the RM and,
-on exactly the same rows, its reference predictors (studies.rm_peers: chance, a bag-of-words
-ridge peer, the other members' ratings, the simulator's noise-free ceiling). Polis: AUC of the predicted agreement on held-out participants'
-agree/disagree votes (passes left out), next to chance (0.5) and the baseline that scores each
-statement by its agree rate among the conversation's training participants.
+all (candidate, member) ratings, pairwise accuracy within each member (pairs of candidates the
+member rated differently) and how far the predictions tell members apart, for the RM and, on
+exactly the same rows, its reference predictors (studies.rm_peers: chance, a bag-of-words ridge
+peer, the other members' ratings, the simulator's noise-free ceiling). Polis: AUC of the
+predicted agreement on held-out participants' agree/disagree votes (passes left out), next to
+chance (0.5) and the baseline that scores each statement by its agree rate among the
+conversation's training participants.
 """
 import dataclasses
 import functools

@@ -3,8 +3,8 @@
 # reward model on the bundled data, and show what the selection is worth: the RM next to its
 # peers, and for held-out groups the chosen statement with each member's predicted and judged
 # agreement and a head-to-head line, judged by simulated raters the selector never saw.
-# An estimated 16-20 minutes on a quiet 2-core CPU (README, Results). Results go to $WORK (default ./out/main), which is reused:
-# a second run resumes or skips finished steps.
+# An estimated 16-20 minutes on a quiet 2-core CPU (README, Results). Results go to $WORK
+# (default ./out/main), which is reused: a second run resumes or skips finished steps.
 #
 #   bash launch/main.sh                      # everything
 #   SFT_STEPS=1000 RM_STEPS=1500 bash launch/main.sh
@@ -31,16 +31,17 @@ python -m consensus_jax.train --gin_file=gin_configs/runs/sft.gin "${common[@]}"
   --gin.MODEL_DIR="'$WORK/sft'" --gin.TRAIN_STEPS="$SFT_STEPS" --gin.BATCH_SIZE=8 \
   --gin.LEARNING_RATE=2e-3 --gin.train.eval_every_steps=200 --gin.train.log_every_steps=50
 
-echo "== 3/5 reward model: question + one member's opinion + candidates -> agreement ($RM_STEPS steps)"
+echo "== 3/5 reward model: a member's opinion + candidates -> agreement ($RM_STEPS steps)"
 sft_last=$(ls "$WORK/sft/checkpoints" | sort -n | tail -1)
 python -m consensus_jax.train --gin_file=gin_configs/runs/reward_lists.gin "${common[@]}" \
   --gin.MODEL_DIR="'$WORK/rm'" --gin.TRAIN_STEPS="$RM_STEPS" \
   --gin.RewardObjective.backbone_from="'$WORK/sft/checkpoints/$sft_last'" \
   --gin.train.eval_every_steps=200 --gin.train.log_every_steps=50
 
-echo "== 4/5 reward model next to its peers (held-out synthetic groups, held-out Polis participants)"
+echo "== 4/5 reward model next to its peers (held-out synthetic groups, held-out Polis people)"
+polis_dir=$(python -c 'from consensus_jax.data import paths; print(paths.polis_dir())')
 python -m consensus_jax.eval --gin_file=gin_configs/runs/reward_eval.gin "${common[@]}" \
-  --gin.MODEL_DIR="'$WORK/rm'" --gin.POLIS_DIR="'$(python -c 'from consensus_jax.data import paths; print(paths.polis_dir())')'" \
+  --gin.MODEL_DIR="'$WORK/rm'" --gin.POLIS_DIR="'$polis_dir'" \
   --gin.evaluate_reward_model.max_groups=50 --gin.evaluate_reward_model.polis_max_votes=500 \
   --gin.evaluate_reward_model.bag_of_words_train_groups=500
 
@@ -50,4 +51,5 @@ python -m consensus_jax.eval --gin_file=gin_configs/runs/study_head_to_head.gin 
   --gin.DATA_DIR="'$DATA'" --gin.VOCAB_DIR="'$VOCAB'" --gin.OUTPUT_DIR="'$WORK/studies'" \
   --gin.STUDY_GROUPS="$STUDY_GROUPS" --gin.STUDY_SPLITS="('ood_test',)" --gin.TEMPERATURE=0.7 \
   --gin.run_study.print_examples=3
-echo "reward metrics: $WORK/rm/eval/reward_metrics.md; head-to-head: $WORK/studies/head_to_head.md and PNGs"
+echo "reward metrics: $WORK/rm/eval/reward_metrics.md"
+echo "head-to-head: $WORK/studies/head_to_head.md and PNGs"

@@ -76,7 +76,8 @@ def test_without_branches_later_candidates_would_see_earlier_ones(setup):
   model = reward.RewardModel(CONFIG)
   args = [jnp.asarray(row[k])[None] for k in ("decoder_input_tokens", "decoder_positions",
                                               "decoder_segment_ids")]
-  with_branches = model.apply({"params": params}, *args, jnp.asarray(row["decoder_branch_ids"])[None])
+  branches = jnp.asarray(row["decoder_branch_ids"])[None]
+  with_branches = model.apply({"params": params}, *args, branches)
   without = model.apply({"params": params}, *args)
   scored = np.flatnonzero(row["score_weights"])
   assert float(jnp.abs(with_branches[0, scored[0]] - without[0, scored[0]])) < 1e-5

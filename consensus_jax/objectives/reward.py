@@ -13,8 +13,9 @@ Losses (gin: `RewardObjective.loss_kind`):
                          keeps utilities on the rating scale, which welfare rules compare
                          across members.
 Pointwise losses read batches of feature_converters.RMFeatureConverter, Bradley-Terry those of
-PairwiseRMFeatureConverter, listwise those of RMListFeatureConverter. `backbone_from` starts the backbone from a params-only or train
-checkpoint of a Decoder (an SFT run, or an imported Hugging Face model); the head starts at 0.
+PairwiseRMFeatureConverter, listwise those of RMListFeatureConverter. `backbone_from` starts the
+backbone from a params-only or train checkpoint of a Decoder (an SFT run, or an imported Hugging
+Face model); the head starts at 0.
 """
 import dataclasses
 from typing import Any, Optional
