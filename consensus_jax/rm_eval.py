@@ -97,29 +97,6 @@ def predict_rounds(scorer: Scorer, rounds: Sequence[records.Round],
   return predicted
 
 
-def member_spread(rows: rating_rows.RatingRows, predicted_R: np.ndarray) -> dict[str, float]:
-  """How far a predictor tells a group's members apart on the same candidate.
-
-  spread: the mean over (round, candidate) of the standard deviation across members;
-  across_member_pearson: Pearson of predictions and ratings after removing each (round,
-  candidate)'s mean over members, so only the members' differences count.
-  """
-  keys = rows.round_R * 1000 + rows.candidate_R
-  spreads, centred_p, centred_r = [], [], []
-  for key in np.unique(keys):
-    picked = keys == key
-    if picked.sum() < 2:
-      continue
-    p, r = predicted_R[picked], rows.rating_R[picked]
-    spreads.append(np.std(p))
-    centred_p.append(p - p.mean()), centred_r.append(r - r.mean())
-  if not spreads:
-    return {"member_spread": float("nan"), "across_member_pearson": float("nan")}
-  return {"member_spread": float(np.mean(spreads)),
-          "across_member_pearson": rm_metrics.pearson(np.concatenate(centred_p),
-                                                      np.concatenate(centred_r))}
-
-
 def evaluate_rounds(scorer: Scorer, rounds: Sequence[records.Round],
                     bag_of_words: Optional[rm_peers.BagOfWordsPeer] = None,
                     groups_per_batch: int = 4) -> dict[str, dict[str, float]]:
@@ -133,14 +110,10 @@ def evaluate_rounds(scorer: Scorer, rounds: Sequence[records.Round],
   predicted_R = rating_rows.from_group_arrays(rows, predict_rounds(scorer, rounds,
                                                                    groups_per_batch))
   results = {"reward_model": {**rating_rows.metrics(rows, predicted_R),
-                              **member_spread(rows, predicted_R)}}
+                              **rating_rows.member_spread(rows, predicted_R)}}
   results.update(rm_peers.reference_metrics(rows, bag_of_words))
-  for name, predict in (("bag_of_words", bag_of_words and bag_of_words.predict),
-                        ("simulator_ceiling", "simulator_ceiling" in results and
-                         rm_peers.simulator_ceiling)):
-    if predict:
-      results[name].update(member_spread(rows, predict(rows)))
-  results["ratings"] = {"groups": len(rounds), **member_spread(rows, rows.rating_R)}
+  results["ratings"] = {"groups": len(rounds),
+                        **rating_rows.member_spread(rows, rows.rating_R)}
   return results
 
 

@@ -105,19 +105,15 @@ def run_study(study: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
       left_out = [int(rng.integers(len(r.opinions))) for r in rounds]
       with_all = pipeline.run(rounds, score_opinions=False)
       without = pipeline.run(rounds, left_out=left_out, score_opinions=False, salt=1)
+      winner_all_G = systems.sample_winners(with_all, "utilitarian")
+      winner_without_G = systems.sample_winners(without, "utilitarian")
       members = max(len(r.opinions) for r in rounds)
       judged_all = np.zeros((len(rounds), members))
       judged_without = np.zeros((len(rounds), members))
       mask = np.zeros((len(rounds), members), bool)
       for g, round_ in enumerate(rounds):
-        winner_all = systems.rule_winners(with_all[g].rm_samples_NM[None], np.ones(
-            (1, with_all[g].rm_samples_NM.shape[1]), bool), with_all[g].sample_valid_N[None],
-            "utilitarian")[0]
-        winner_without = systems.rule_winners(without[g].rm_samples_NM[None], np.ones(
-            (1, without[g].rm_samples_NM.shape[1]), bool), without[g].sample_valid_N[None],
-            "utilitarian")[0]
-        ratings = judges.PRIMARY.rate(round_, [with_all[g].samples[winner_all],
-                                               without[g].samples[winner_without]])
+        ratings = judges.PRIMARY.rate(round_, [with_all[g].samples[winner_all_G[g]],
+                                               without[g].samples[winner_without_G[g]]])
         m = len(round_.opinions)
         judged_all[g, :m], judged_without[g, :m], mask[g, :m] = ratings[:, 0], ratings[:, 1], True
       results[split] = exclusion.analyse(judged_all, judged_without, np.array(left_out), mask)

@@ -26,9 +26,7 @@ def win_rate_matrix(result: dict, path: pathlib.Path, title: str) -> None:
         ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
   ax.set_title(f"{title}: share of groups the row system wins", fontsize=10)
   fig.colorbar(image, ax=ax, fraction=0.046)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def agreement_heatmaps(examples: Sequence[tuple[str, np.ndarray, np.ndarray]],
@@ -45,15 +43,25 @@ def agreement_heatmaps(examples: Sequence[tuple[str, np.ndarray, np.ndarray]],
       ax.set_xlabel("candidate", fontsize=8)
       ax.set_ylabel("member", fontsize=8)
       ax.set_yticks(range(values.shape[0]))
+  _save(fig, path)
+
+
+def _per_split(split_results: dict[str, dict], width: float):
+  """One figure with a panel per split: (figure, [(axes, split, result), ...])."""
+  fig, axes = plt.subplots(1, len(split_results), figsize=(width * len(split_results), 4),
+                           squeeze=False)
+  return fig, [(ax, split, r) for ax, (split, r) in zip(axes[0], split_results.items())]
+
+
+def _save(fig, path: pathlib.Path) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
 def exclusion(split_results: dict[str, dict], path: pathlib.Path) -> None:
-  fig, axes = plt.subplots(1, len(split_results), figsize=(5 * len(split_results), 4),
-                           squeeze=False)
-  for ax, (split, r) in zip(axes[0], split_results.items()):
+  fig, panels = _per_split(split_results, 5)
+  for ax, split, r in panels:
     labels = ("all opinions", "one left out")
     for who, color in (("left_out_member", "tab:red"), ("included_members", "tab:blue")):
       means = [r[who]["with_all_opinions"], r[who]["opinion_left_out"]]
@@ -66,15 +74,12 @@ def exclusion(split_results: dict[str, dict], path: pathlib.Path) -> None:
     e = r["effect"]
     ax.set_title(f"{split}: effect {e['mean']:.2f}, p={e['p_value']:.2g}", fontsize=10)
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def welfare(split_results: dict[str, dict], path: pathlib.Path) -> None:
-  fig, axes = plt.subplots(1, len(split_results), figsize=(6 * len(split_results), 4),
-                           squeeze=False)
-  for ax, (split, r) in zip(axes[0], split_results.items()):
+  fig, panels = _per_split(split_results, 6)
+  for ax, split, r in panels:
     rules = r["rules"]
     x = np.arange(len(rules))
     ax.bar(x - 0.2, [r["per_rule"][k]["judged_mean"]["mean"] for k in rules], 0.4,
@@ -86,6 +91,4 @@ def welfare(split_results: dict[str, dict], path: pathlib.Path) -> None:
     ax.set_ylabel("judged agreement (1-7)")
     ax.set_title(split, fontsize=10)
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  _save(fig, path)

@@ -2,8 +2,9 @@
 
 A row is one rated (member, candidate) pair of one round. Every predictor (the RM, its peers,
 the simulator's ceiling) is asked for a prediction on every row, in the same order, and gets
-the same metrics: MAE on the 1-7 scale, Pearson and Spearman over rows, and pairwise accuracy
-within each member (pairs of candidates the member rated differently, a predicted tie half).
+the same metrics: MAE on the 1-7 scale, Pearson and Spearman over rows, pairwise accuracy
+within each member (pairs of candidates the member rated differently, a predicted tie half),
+and `member_spread` (how far it tells a group's members apart).
 """
 import dataclasses
 from collections.abc import Sequence
@@ -65,3 +66,26 @@ def metrics(rows: RatingRows, predicted_R: np.ndarray) -> dict[str, float]:
           "pearson": rm_metrics.pearson(predicted_R, rows.rating_R),
           "spearman": rm_metrics.spearman(predicted_R, rows.rating_R),
           "mae_1_to_7": float(np.mean(np.abs(np.clip(predicted_R, 1, 7) - rows.rating_R)))}
+
+
+def member_spread(rows: RatingRows, predicted_R: np.ndarray) -> dict[str, float]:
+  """How far a predictor tells a group's members apart on the same candidate.
+
+  spread: the mean over (round, candidate) of the standard deviation across members;
+  across_member_pearson: Pearson of predictions and ratings after removing each (round,
+  candidate)'s mean over members, so only the members' differences count.
+  """
+  keys = rows.round_R * 1000 + rows.candidate_R
+  spreads, centred_p, centred_r = [], [], []
+  for key in np.unique(keys):
+    picked = keys == key
+    if picked.sum() < 2:
+      continue
+    p, r = predicted_R[picked], rows.rating_R[picked]
+    spreads.append(np.std(p))
+    centred_p.append(p - p.mean()), centred_r.append(r - r.mean())
+  if not spreads:
+    return {"member_spread": float("nan"), "across_member_pearson": float("nan")}
+  return {"member_spread": float(np.mean(spreads)),
+          "across_member_pearson": rm_metrics.pearson(np.concatenate(centred_p),
+                                                      np.concatenate(centred_r))}

@@ -119,10 +119,14 @@ def reference_metrics(rows: rating_rows.RatingRows,
   """Every reference predictor's metrics on `rows` (the rows the RM is scored on)."""
   out = {"chance": {"pairwise_accuracy": 0.5}}
   if bag_of_words is not None:
-    out["bag_of_words"] = rating_rows.metrics(rows, bag_of_words.predict(rows))
+    predicted_R = bag_of_words.predict(rows)
+    out["bag_of_words"] = {**rating_rows.metrics(rows, predicted_R),
+                           **rating_rows.member_spread(rows, predicted_R)}
   out["other_members"] = rating_rows.metrics(rows, other_members(rows))
   if all("members" in r.metadata for r in rows.rounds):
-    out["simulator_ceiling"] = rating_rows.metrics(rows, simulator_ceiling(rows))
+    predicted_R = simulator_ceiling(rows)
+    out["simulator_ceiling"] = {**rating_rows.metrics(rows, predicted_R),
+                                **rating_rows.member_spread(rows, predicted_R)}
   return out
 
 

@@ -49,16 +49,29 @@ def _stack(arrays, shape_tail, fill=0.0, dtype=np.float32):
   return out
 
 
-def choose(groups: list[GroupOutputs], judged_samples_G: list[np.ndarray],
-           judged_opinions_G: list[np.ndarray], seed: int = 0) -> dict[str, list[tuple]]:
-  """{system: [(kind, index) per group]}. judged_*: [members, texts] ratings per group."""
+def stacked_samples(groups: list[GroupOutputs]):
+  """The groups' sample utilities padded to one batch: (utilities_GNM, member_mask_GM,
+  valid_GN), as welfare rules take them."""
   members = max(g.rm_samples_NM.shape[1] for g in groups)
   num_samples = max(g.rm_samples_NM.shape[0] for g in groups)
-  num_opinions = max(g.rm_opinions_OM.shape[0] for g in groups)
   mask_GM = _stack([np.ones(g.rm_samples_NM.shape[1], bool) for g in groups], (members,),
                    False, bool)
   samples_GNM = _stack([g.rm_samples_NM for g in groups], (num_samples, members))
   valid_GN = _stack([g.sample_valid_N for g in groups], (num_samples,), False, bool)
+  return samples_GNM, mask_GM, valid_GN
+
+
+def sample_winners(groups: list[GroupOutputs], rule: str) -> np.ndarray:
+  """Each group's winning sample under `rule`, by the RM's utilities: winner_G."""
+  return rule_winners(*stacked_samples(groups), rule)
+
+
+def choose(groups: list[GroupOutputs], judged_samples_G: list[np.ndarray],
+           judged_opinions_G: list[np.ndarray], seed: int = 0) -> dict[str, list[tuple]]:
+  """{system: [(kind, index) per group]}. judged_*: [members, texts] ratings per group."""
+  samples_GNM, mask_GM, valid_GN = stacked_samples(groups)
+  members = mask_GM.shape[1]
+  num_opinions = max(g.rm_opinions_OM.shape[0] for g in groups)
   opinions_GOM = _stack([g.rm_opinions_OM for g in groups], (num_opinions, members))
   opinion_valid_GO = _stack([np.ones(g.rm_opinions_OM.shape[0], bool) for g in groups],
                             (num_opinions,), False, bool)

@@ -13,15 +13,7 @@ RULES = ("utilitarian", "rawlsian", "nash", "schulze", "borda", "copeland")
 def analyse(outputs: Sequence[systems.GroupOutputs], judged_samples_G: Sequence[np.ndarray],
             rules: Sequence[str] = RULES) -> dict:
   outputs = list(outputs)
-  members = max(o.rm_samples_NM.shape[1] for o in outputs)
-  num = max(o.rm_samples_NM.shape[0] for o in outputs)
-  utilities_GNM = np.zeros((len(outputs), num, members), np.float32)
-  mask_GM = np.zeros((len(outputs), members), bool)
-  valid_GN = np.zeros((len(outputs), num), bool)
-  for g, o in enumerate(outputs):
-    n, m = o.rm_samples_NM.shape
-    utilities_GNM[g, :n, :m], mask_GM[g, :m], valid_GN[g, :n] = o.rm_samples_NM, True, \
-        o.sample_valid_N
+  utilities_GNM, mask_GM, valid_GN = systems.stacked_samples(outputs)
   winners = {rule: systems.rule_winners(utilities_GNM, mask_GM, valid_GN, rule)
              for rule in rules}
   differ = {a: {b: float(np.mean(winners[a] != winners[b])) for b in rules if b != a}
