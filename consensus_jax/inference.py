@@ -105,6 +105,18 @@ def policy_prompt_batch(vocabulary: seqio.Vocabulary, groups: Sequence[Group],
   return decoding.pad_to_bucket(ids, buckets, policy_config.max_seq_len)
 
 
+def candidate_texts(vocabulary: seqio.Vocabulary, tokens_BNT: np.ndarray, lengths_BN: np.ndarray,
+                    eos_id: int) -> list[list[str]]:
+  """Sampled ids (host arrays, EOS included in the lengths) as text, [B][N]."""
+  texts = []
+  for b in range(tokens_BNT.shape[0]):
+    texts.append([])
+    for n in range(tokens_BNT.shape[1]):
+      tokens = tokens_BNT[b, n, :lengths_BN[b, n]].tolist()
+      texts[-1].append(vocabulary.decode([t for t in tokens if t != eos_id]))
+  return texts
+
+
 @dataclasses.dataclass
 class ConsensusRunner:
   policy_config: DecoderConfig
@@ -141,14 +153,8 @@ class ConsensusRunner:
     out = jax.device_get(self._program(self.policy_params, self.rm_params, prompt_BP,
                                        prompt_lengths_B, prefixes_BMQ, prefix_lengths_BM,
                                        mask_BM, rng))
-    texts = []
-    for b in range(len(groups)):
-      texts.append([])
-      for n in range(out.candidate_tokens_BNT.shape[1]):
-        tokens = out.candidate_tokens_BNT[b, n, :out.candidate_lengths_BN[b, n]].tolist()
-        texts[-1].append(self.vocabulary.decode(
-            [t for t in tokens if t != self.cfg.sampler.eos_id]))
-    return out, texts
+    return out, candidate_texts(self.vocabulary, out.candidate_tokens_BNT,
+                                out.candidate_lengths_BN, self.cfg.sampler.eos_id)
 
   def run(self, groups: Sequence[Group], rng: jax.Array) -> list[dict]:
     out, texts = self.run_arrays(groups, rng)
