@@ -8,7 +8,6 @@ prompt bucket (or than the policy's context minus the new tokens) is an error na
 Member prefixes longer than the RM's prefix length are truncated at the end, as in training.
 """
 import dataclasses
-import json
 import pathlib
 from typing import Any, Sequence
 
@@ -17,7 +16,7 @@ import numpy as np
 import seqio
 
 from consensus_jax import consensus, decoding
-from consensus_jax.data import prompts
+from consensus_jax.data import jsonl, prompts
 from consensus_jax.data.errors import DataError
 from consensus_jax.models.config import DecoderConfig
 
@@ -30,29 +29,48 @@ class Group:
   opinions: tuple[str, ...]
 
 
+def _string(value: Any, where: str, what: str) -> str:
+  # A JSON null or number read as text would be asked as "None" or "3": refuse it instead.
+  if not isinstance(value, str):
+    raise DataError(f"{where}: {what} must be a string, got {value!r}")
+  if not value.strip():
+    raise DataError(f"{where}: {what} is empty")
+  return value
+
+
 def _parse_group(obj: Any, where: str) -> Group:
   if not isinstance(obj, dict):
     raise DataError(f"{where}: a group must be a JSON object")
   for key in ("id", "question", "opinions"):
     if key not in obj:
       raise DataError(f"{where}: missing field {key!r}")
-  if not str(obj["question"]).strip():
-    raise DataError(f"{where}: empty question")
+  group_id = obj["id"]
+  if isinstance(group_id, bool) or not isinstance(group_id, (str, int)) or not str(
+      group_id).strip():
+    raise DataError(f"{where}: 'id' must be a non-empty string or an integer, got {group_id!r}")
+  group_id = str(group_id)
+  question = _string(obj["question"], where, f"group {group_id!r}: 'question'")
   opinions = obj["opinions"]
   if not isinstance(opinions, list) or len(opinions) < 2:
-    raise DataError(f"{where}: group {obj['id']!r} has {len(opinions) if isinstance(opinions, list) else 'no'} "
-                    "opinion(s); a consensus needs at least two members")
+    raise DataError(f"{where}: group {group_id!r} has "
+                    f"{len(opinions) if isinstance(opinions, list) else 'no'} opinion(s); a "
+                    "consensus needs at least two members")
   ids, texts = [], []
   for i, opinion in enumerate(opinions):
-    pid, text = (opinion.get("participant_id", f"m{i + 1}"), opinion.get("text", "")) if (
-        isinstance(opinion, dict)) else (f"m{i + 1}", opinion)
-    if not isinstance(text, str) or not text.strip():
-      raise DataError(f"{where}: group {obj['id']!r}: opinion {i + 1} is empty")
+    what = f"group {group_id!r}: opinion {i + 1}"
+    if isinstance(opinion, dict):
+      pid = opinion.get("participant_id", f"m{i + 1}")
+      if isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+        raise DataError(f"{where}: {what}: 'participant_id' must be a non-empty string, "
+                        f"got {pid!r}")
+      text = _string(opinion.get("text"), where, f"{what}: 'text'")
+    else:
+      pid, text = f"m{i + 1}", _string(opinion, where, what)
     ids.append(str(pid))
     texts.append(text)
   if len(set(ids)) != len(ids):
-    raise DataError(f"{where}: group {obj['id']!r}: duplicate participant ids")
-  return Group(str(obj["id"]), str(obj["question"]), tuple(ids), tuple(texts))
+    raise DataError(f"{where}: group {group_id!r}: duplicate participant ids")
+  return Group(group_id, question, tuple(ids), tuple(texts))
 
 
 def groups_from_rounds(rounds, limit: int) -> list[dict]:
@@ -69,17 +87,19 @@ def read_groups_from_rounds(rounds) -> list[Group]:
 
 
 def read_groups(path: str | pathlib.Path) -> list[Group]:
-  groups = []
-  with open(path) as f:
-    for line_number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{line_number}"
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"{where}: malformed JSON ({e.msg})") from e
-      groups.append(_parse_group(obj, where))
+  """Every group of a JSONL file, validated before any model loads; group ids must be unique
+  (outputs are matched to inputs by id)."""
+  groups, first_line = [], {}
+  if not pathlib.Path(path).is_file():
+    raise DataError(f"{path}: no such input file")
+  for line_number, obj in jsonl.iter_objects(path):
+    where = f"{path}:{line_number}"
+    group = _parse_group(obj, where)
+    if group.id in first_line:
+      raise DataError(f"{where}: duplicate group id {group.id!r} (first on line "
+                      f"{first_line[group.id]})")
+    first_line[group.id] = line_number
+    groups.append(group)
   if not groups:
     raise DataError(f"{path}: no groups")
   return groups

@@ -14,15 +14,33 @@ count; `InputConfig.shard_source_per_process=True` instead gives each process it
 the examples (seqio ShardInfo), for data too large to read on every host.
 """
 import dataclasses
+import re
 from typing import Iterator, Mapping, Optional
 
 import gin
 import jax
 import numpy as np
 import seqio
+import tensorflow as tf
 from jax.sharding import Mesh
 
 from consensus_jax import partitioning
+from consensus_jax.data.errors import DataError
+
+# tf.data runs the sources' Python generators inside an op, so a DataError raised there (a bad
+# record met mid-stream) reaches us as an OpError whose message holds the Python traceback.
+_WRAPPED_DATA_ERROR = re.compile(r"DataError: ([^\n]+)")
+
+
+def _next_batch(iterator):
+  """next(iterator), with a bad record's DataError raised as itself (file:line and all)."""
+  try:
+    return next(iterator)
+  except tf.errors.OpError as error:
+    match = _WRAPPED_DATA_ERROR.search(error.message or "")
+    if match is None:
+      raise
+    raise DataError(match.group(1)) from None
 
 
 @gin.configurable
@@ -86,7 +104,7 @@ class TrainBatches:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._iterator)
+    batch = _next_batch(self._iterator)
     self.position += 1
     return {name: value[self._rows] for name, value in batch.items()}
 
@@ -103,7 +121,12 @@ def eval_batches(config: InputConfig, converter: seqio.FeatureConverter, mesh: M
   ds = ds.batch(config.batch_size)
   if num_batches is not None:
     ds = ds.take(num_batches)
-  for batch in ds.prefetch(2).as_numpy_iterator():
+  iterator = ds.prefetch(2).as_numpy_iterator()
+  while True:
+    try:
+      batch = _next_batch(iterator)
+    except StopIteration:
+      return
     rows = next(iter(batch.values())).shape[0]
     if rows < config.batch_size:
       batch = {name: np.concatenate(
@@ -121,13 +144,18 @@ def register_synthetic_tasks(data_dir: str, vocab_dir: str, vocab_size: int = 80
   """
   import pathlib
 
-  from consensus_jax.data import tasks
+  from consensus_jax.data import records, tasks
   from consensus_jax.data import vocab
 
   if not (pathlib.Path(data_dir) / "train.jsonl").is_file():
-    raise FileNotFoundError(
+    raise DataError(
         f"register_synthetic_tasks: no {data_dir}/train.jsonl; generate the data first with "
         f"python -m consensus_jax.data.synthetic --out_dir={data_dir}")
+  # Every split is read once before anything compiles: a bad record fails now, naming its
+  # line, not mid-run (and DataError keeps its message, not a tf.data op error around it).
+  for split in records.QUESTION_SPLITS:
+    if (pathlib.Path(data_dir) / f"{split}.jsonl").is_file():
+      records.check_split_file(pathlib.Path(data_dir) / f"{split}.jsonl", split)
   vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size=vocab_size)
   tasks.register_tasks(data_dir, vocabulary, polis_dir=polis_dir)
   return vocabulary

@@ -7,6 +7,7 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import dataclasses
 import pathlib
 
 import pytest
@@ -24,3 +25,27 @@ def shared_data_dir():
     from consensus_jax.data import paths
 
     return paths.shared_data_dir()
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerData:
+    rounds_dir: pathlib.Path
+    vocab_dir: pathlib.Path
+
+
+TRAINER_VOCAB_SIZE = 1000
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory, shared_data_dir) -> TrainerData:
+    """Small synthetic rounds and a 1000-id vocabulary for the train-loop and binary tests."""
+    del shared_data_dir  # the question bank the generator draws from
+    from consensus_jax import input_pipeline
+    from consensus_jax.data import synthetic
+
+    root = tmp_path_factory.mktemp("trainer_data")
+    synthetic.generate_dataset(root / "rounds", {"train": 40, "iid_test": 8, "ood_test": 2},
+                               seed=5)
+    input_pipeline.register_synthetic_tasks(str(root / "rounds"), str(root / "vocab"),
+                                            vocab_size=TRAINER_VOCAB_SIZE)  # trains the vocab
+    return TrainerData(root / "rounds", root / "vocab")

@@ -1,6 +1,5 @@
 """The train loop: sharded steps, accumulation, exact resume, re-meshing, fine-tuning, NaN stops,
 two-process runs, and the gin binary. A ~0.1M-parameter decoder on 8 simulated CPU devices."""
-import dataclasses
 import functools
 import math
 import os
@@ -26,7 +25,6 @@ from consensus_jax import metrics_writer
 from consensus_jax import optimizers
 from consensus_jax import partitioning
 from consensus_jax import trainer
-from consensus_jax.data import synthetic
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
 from consensus_jax.objectives.sft import SFTObjective
@@ -56,22 +54,6 @@ def compilation_cache(tmp_path_factory):
   yield
   for name, value in previous.items():
     jax.config.update(name, value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-  rounds_dir: pathlib.Path
-  vocab_dir: pathlib.Path
-
-
-@pytest.fixture(scope="session")
-def data(tmp_path_factory, shared_data_dir) -> Data:
-  del shared_data_dir  # the question bank the generator draws from
-  root = tmp_path_factory.mktemp("trainer_data")
-  synthetic.generate_dataset(root / "rounds", {"train": 40, "iid_test": 8, "ood_test": 2}, seed=5)
-  input_pipeline.register_synthetic_tasks(str(root / "rounds"), str(root / "vocab"),
-                                          vocab_size=VOCAB_SIZE)  # trains the vocab once
-  return Data(root / "rounds", root / "vocab")
 
 
 @pytest.fixture

@@ -3,11 +3,11 @@ import json
 import os
 import pathlib
 
-from consensus_jax.data import paths
+from consensus_jax.data import paths, records
 from consensus_jax.data.errors import DataError
 from consensus_jax.data.records import Question
 
-SPLITS = ("train", "iid_test", "ood_test")
+SPLITS = records.QUESTION_SPLITS
 _FIELDS = ("id", "question", "affirming_statement", "negating_statement", "topic", "split")
 
 

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from consensus_jax.data import jsonl
 from consensus_jax.data.errors import DataError
 
 RATING_MIN = 1
@@ -98,6 +99,9 @@ class Round:
     return max(enumerate(self.candidates), key=key)[1].id
 
 
+QUESTION_SPLITS = ("train", "iid_test", "ood_test")
+
+
 class _Problem(Exception):
   """A validation failure without a location; the caller adds file and line."""
 
@@ -146,7 +150,8 @@ def _parse_opinions(value: Any) -> tuple[Opinion, ...]:
     _require(participant_id not in seen, f"duplicate participant id {participant_id!r}")
     seen.add(participant_id)
     opinions.append(Opinion(participant_id, _text(obj, "text", f"opinion of {participant_id!r}")))
-  _require(bool(opinions), "a round needs at least one opinion")
+  _require(len(opinions) >= 2, f"a round needs at least two members' opinions (a consensus is "
+           f"among several people), got {len(opinions)}")
   return tuple(opinions)
 
 
@@ -162,6 +167,7 @@ def _parse_candidates(value: Any) -> tuple[Candidate, ...]:
         "provenance" in obj) else "model"
     candidates.append(Candidate(candidate_id, _text(obj, "text", f"candidate {candidate_id!r}"),
                                 provenance))
+  _require(bool(candidates), "a round needs at least one candidate statement")
   return tuple(candidates)
 
 
@@ -267,24 +273,38 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[Round]:
   """Yields validated rounds one line at a time; DataError names the file and line at fault."""
   path = pathlib.Path(path)
   seen_ids = {}
-  with path.open(encoding="utf-8") as f:
-    for line_number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{line_number}: malformed JSON: {e.msg} (column {e.colno})") from e
-      round_ = round_from_dict(obj, where=f"{path}:{line_number}")
-      if round_.id in seen_ids:
-        raise DataError(f"{path}:{line_number}: duplicate round id {round_.id!r} "
-                        f"(first on line {seen_ids[round_.id]})")
-      seen_ids[round_.id] = line_number
-      yield round_
+  for line_number, obj in jsonl.iter_objects(path):
+    round_ = round_from_dict(obj, where=f"{path}:{line_number}")
+    if round_.id in seen_ids:
+      raise DataError(f"{path}:{line_number}: duplicate round id {round_.id!r} "
+                      f"(first on line {seen_ids[round_.id]})")
+    seen_ids[round_.id] = line_number
+    yield round_
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Round]:
   return list(iter_jsonl(path))
+
+
+def check_split_file(path: str | os.PathLike, split: str) -> int:
+  """Reads a whole split file before any compute; returns its number of rounds.
+
+  Besides every round's own validation: the file holds at least one rated round, and a round
+  whose question belongs to another split (train / iid_test / ood_test) is refused, since it
+  would leak a held-out question into training or the reverse.
+  """
+  count = rated = 0
+  for round_ in iter_jsonl(path):
+    count += 1
+    rated += any(round_.agreement.values())
+    if split in QUESTION_SPLITS and round_.question.split != split:
+      raise DataError(f"{path}: round {round_.id!r}: its question {round_.question.id!r} is in "
+                      f"split {round_.question.split!r}, but the file is the {split!r} split")
+  if not count:
+    raise DataError(f"{path}: no rounds (empty file)")
+  if not rated:
+    raise DataError(f"{path}: {count} round(s) but none has a rating to learn from")
+  return count
 
 
 def write_jsonl(path: str | os.PathLike, rounds: Iterable[Round]) -> int:
@@ -310,7 +330,11 @@ def write_jsonl(path: str | os.PathLike, rounds: Iterable[Round]) -> int:
           line = json.dumps(obj, ensure_ascii=False)
         except TypeError as e:
           raise DataError(f"{path}:{count}: round {round_.id!r} is not JSON-serialisable: {e}")
-        f.write(line + "\n")
+        try:
+          f.write(line + "\n")
+        except UnicodeEncodeError as e:
+          raise DataError(f"{path}:{count}: round {round_.id!r} holds text that is not "
+                          f"valid Unicode ({e.reason})") from None
     os.replace(temp_name, path)
   except BaseException:
     pathlib.Path(temp_name).unlink(missing_ok=True)
