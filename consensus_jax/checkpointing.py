@@ -14,13 +14,26 @@ models.hf_import) starts a fine-tuning run; `load_params` also reads the params 
 train checkpoint step directory.
 """
 import pathlib
+import shutil
+import time
 from typing import Any, Optional
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 STATE_ITEM = "state"
 INPUT_ITEM = "input"
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class CheckpointError(RuntimeError):
+  """No usable checkpoint where one was expected; the message names the directory and step."""
+
+
+def _describe(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
 
 
 class Checkpointer:
@@ -29,11 +42,57 @@ class Checkpointer:
   def __init__(self, model_dir: str | pathlib.Path, save_every_steps: int, keep: Optional[int],
                async_save: bool = True):
     self.directory = pathlib.Path(model_dir).absolute() / "checkpoints"
-    options = ocp.CheckpointManagerOptions(
+    self._options = ocp.CheckpointManagerOptions(
         save_interval_steps=save_every_steps, max_to_keep=keep, create=True,
         enable_async_checkpointing=async_save)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
+    self._open()
+
+  def _open(self) -> None:
+    self._manager = ocp.CheckpointManager(self.directory, options=self._options,
                                           item_names=(STATE_ITEM, INPUT_ITEM))
+
+  def restore_latest_intact(self, abstract_state: Any) -> Optional[tuple[Any, int, int]]:
+    """(state, input position, step) of the newest checkpoint that restores, or None if there
+    is none at all.
+
+    A damaged newer step (truncated arrays, a missing manifest, garbled input JSON: a crash
+    or a full disk mid-save) is skipped with a warning and moved to model_dir/DAMAGED_DIR, so
+    the run goes on from the step before it and later saves of that step are not blocked.
+    If every step is damaged, CheckpointError lists what each one failed with.
+    """
+    failures = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, position = self.restore(step, abstract_state)
+      except Exception as error:  # pylint: disable=broad-except
+        failures.append((step, error))
+        logging.warning("checkpoint step %d under %s is damaged and is skipped: %s", step,
+                        self.directory, _describe(error))
+        self._manager.close()
+        self._open()  # a failed restore can leave the manager unusable (a closed event loop)
+        continue
+      if failures:
+        self._set_aside([failed for failed, _ in failures])
+      return state, position, step
+    if failures:
+      raise CheckpointError(
+          f"no intact checkpoint under {self.directory}: " + "; ".join(
+              f"step {step}: {_describe(error)}" for step, error in failures))
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    if jax.process_index() == 0:
+      aside = self.directory.parent / DAMAGED_DIR
+      aside.mkdir(exist_ok=True)
+      for step in steps:
+        target = aside / f"{step}-{int(time.time())}"
+        shutil.move(str(self.directory / str(step)), str(target))
+        logging.warning("moved damaged checkpoint step %d to %s", step, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("checkpointing: damaged steps set aside")
+    self._manager.close()
+    self._open()
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -118,8 +177,22 @@ def load_latest_params(model_dir: str | pathlib.Path, abstract_params: Any,
   """(params, step) from a run's latest train checkpoint (or the given step), for eval/infer."""
   checkpoints = pathlib.Path(model_dir) / "checkpoints"
   steps = sorted(int(p.name) for p in checkpoints.glob("[0-9]*") if p.name.isdigit())
-  if step is None:
-    if not steps:
-      raise FileNotFoundError(f"no checkpoints under {checkpoints}")
-    step = steps[-1]
-  return load_params(checkpoints / str(step), abstract_params), step
+  if step is not None:
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint step {step} under {checkpoints} (steps: {steps})")
+    try:
+      return load_params(checkpoints / str(step), abstract_params), step
+    except Exception as error:  # pylint: disable=broad-except
+      raise CheckpointError(f"checkpoint step {step} under {checkpoints} cannot be read: "
+                            f"{_describe(error)}") from error
+  if not steps:
+    raise CheckpointError(f"no checkpoints under {checkpoints}")
+  failures = []
+  for candidate in reversed(steps):
+    try:
+      return load_params(checkpoints / str(candidate), abstract_params), candidate
+    except Exception as error:  # pylint: disable=broad-except
+      failures.append(f"step {candidate}: {_describe(error)}")
+      logging.warning("checkpoint step %d under %s is damaged and is skipped: %s", candidate,
+                      checkpoints, _describe(error))
+  raise CheckpointError(f"no intact checkpoint under {checkpoints}: " + "; ".join(failures))

@@ -34,6 +34,7 @@ from consensus_jax import input_pipeline
 from consensus_jax import metrics_writer
 from consensus_jax import optimizers
 from consensus_jax import partitioning
+from consensus_jax import run_lock
 from consensus_jax.models import flops
 from consensus_jax.objectives.base import Objective
 
@@ -291,62 +292,69 @@ def train(*,
   is_primary = jax.process_index() == 0
   if is_primary:
     model_dir.mkdir(parents=True, exist_ok=True)
-  _write_gin_config(model_dir, "config.gin", gin.config_str())
-  console = metrics_writer.ConsoleLogger(enabled=is_primary)
-  writer = metrics_writer.MetricsWriter(model_dir, enabled=is_primary)
-
-  batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  micro_rows = train_input.batch_size // num_micro_batches
-  if train_input.batch_size % num_micro_batches or micro_rows % batch_shards:
-    raise ValueError(
-        f"train: batch_size={train_input.batch_size} must split into num_micro_batches="
-        f"{num_micro_batches} micro-batches whose size is a multiple of data x fsdp = "
-        f"{batch_shards}")
-
-  schedule = make_schedule(total_steps=total_steps)
-  optimizer = make_optimizer(learning_rate=schedule)
-  param_shardings = objective.param_shardings(mesh)
-  abstract_params = objective.abstract_params()
-  abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
-  opt_shardings = _fit_to_shapes(
-      partitioning.optimizer_state_shardings(optimizer, abstract_opt_state, param_shardings,
-                                             mesh), abstract_opt_state, mesh)
-  replicated = NamedSharding(mesh, P())
-  state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-  abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
-                              opt_state=abstract_opt_state)
-
-  # Measured before the input pipeline starts its background threads, which would skew it.
-  peak = _peak_flops(peak_flops_per_device)
-  checkpointer = checkpointing.Checkpointer(model_dir, checkpoint_every_steps, keep_checkpoints,
-                                            async_save=async_checkpointing)
+  # Before anything is written into model_dir: a second live run on it refuses here.
+  lock = run_lock.RunLock(model_dir).acquire() if is_primary else None
   try:
-    state, position = _initial_state(
-        checkpointer, objective, optimizer, mesh, seed, init_params_from,
-        checkpointing.abstract_with_shardings(abstract_state, state_shardings), state_shardings,
-        console)
-    with jax.set_mesh(mesh):
-      return _run(
-          state=state, position=position, objective=objective, optimizer=optimizer,
-          schedule=schedule, mesh=mesh, model_dir=model_dir, train_input=train_input,
-          eval_input=eval_input, eval_every_steps=eval_every_steps, eval_batches=eval_batches,
-          eval_at_start=eval_at_start, num_micro_batches=num_micro_batches, seed=seed,
-          checkpointer=checkpointer, checkpoint_every_steps=checkpoint_every_steps,
-          log_every_steps=log_every_steps, peak=peak,
-          total_steps=total_steps, step_hook=step_hook, console=console, writer=writer,
-          state_shardings=state_shardings, replicated=replicated)
+    _write_gin_config(model_dir, "config.gin", gin.config_str())
+    console = metrics_writer.ConsoleLogger(enabled=is_primary)
+    writer = metrics_writer.MetricsWriter(model_dir, enabled=is_primary)
+
+    batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    micro_rows = train_input.batch_size // num_micro_batches
+    if train_input.batch_size % num_micro_batches or micro_rows % batch_shards:
+      raise ValueError(
+          f"train: batch_size={train_input.batch_size} must split into num_micro_batches="
+          f"{num_micro_batches} micro-batches whose size is a multiple of data x fsdp = "
+          f"{batch_shards}")
+
+    schedule = make_schedule(total_steps=total_steps)
+    optimizer = make_optimizer(learning_rate=schedule)
+    param_shardings = objective.param_shardings(mesh)
+    abstract_params = objective.abstract_params()
+    abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
+    opt_shardings = _fit_to_shapes(
+        partitioning.optimizer_state_shardings(optimizer, abstract_opt_state, param_shardings,
+                                               mesh), abstract_opt_state, mesh)
+    replicated = NamedSharding(mesh, P())
+    state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+    abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
+                                opt_state=abstract_opt_state)
+
+    # Measured before the input pipeline starts its background threads, which would skew it.
+    peak = _peak_flops(peak_flops_per_device)
+    checkpointer = checkpointing.Checkpointer(model_dir, checkpoint_every_steps, keep_checkpoints,
+                                              async_save=async_checkpointing)
+    try:
+      state, position = _initial_state(
+          checkpointer, objective, optimizer, mesh, seed, init_params_from,
+          checkpointing.abstract_with_shardings(abstract_state, state_shardings), state_shardings,
+          console)
+      with jax.set_mesh(mesh):
+        return _run(
+            state=state, position=position, objective=objective, optimizer=optimizer,
+            schedule=schedule, mesh=mesh, model_dir=model_dir, train_input=train_input,
+            eval_input=eval_input, eval_every_steps=eval_every_steps, eval_batches=eval_batches,
+            eval_at_start=eval_at_start, num_micro_batches=num_micro_batches, seed=seed,
+            checkpointer=checkpointer, checkpoint_every_steps=checkpoint_every_steps,
+            log_every_steps=log_every_steps, peak=peak,
+            total_steps=total_steps, step_hook=step_hook, console=console, writer=writer,
+            state_shardings=state_shardings, replicated=replicated)
+    finally:
+      checkpointer.wait_until_finished()
+      checkpointer.close()
+      writer.close()
   finally:
-    checkpointer.wait_until_finished()
-    checkpointer.close()
-    writer.close()
+    if lock is not None:
+      lock.release()
 
 
 def _initial_state(checkpointer, objective, optimizer, mesh, seed, init_params_from,
                    restore_target, state_shardings, console) -> tuple[TrainState, int]:
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    console.info("Restoring checkpoint step %d from %s", latest, checkpointer.directory)
-    return checkpointer.restore(latest, restore_target)
+  restored = checkpointer.restore_latest_intact(restore_target)
+  if restored is not None:
+    state, position, step = restored
+    console.info("Restored checkpoint step %d from %s", step, checkpointer.directory)
+    return state, position
   if init_params_from:
     console.info("Fine-tuning from params checkpoint %s", init_params_from)
     params = checkpointing.load_params(init_params_from, restore_target.params)

@@ -24,6 +24,7 @@ from consensus_jax import input_pipeline
 from consensus_jax import metrics_writer
 from consensus_jax import optimizers
 from consensus_jax import partitioning
+from consensus_jax import run_lock
 from consensus_jax import trainer
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
@@ -213,6 +214,81 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path, registered, unin
   assert [resumed.step_losses[s] for s in (4, 5)] == [reference.step_losses[s] for s in (4, 5)]
   _assert_trees_equal(resumed.state.params, reference.state.params)
   _assert_trees_equal(resumed.state.opt_state, reference.state.opt_state)
+
+
+def _damage(step_dir: pathlib.Path, how: str) -> None:
+  if how == "truncated_arrays":
+    for path in (step_dir / "state").rglob("*"):
+      if path.is_file() and path.parent.name == "d":
+        path.write_bytes(path.read_bytes()[:7])
+  elif how == "no_manifest":
+    for path in (step_dir / "state").rglob("manifest.ocdbt"):
+      path.unlink()
+  else:  # garbled input position
+    (step_dir / "input" / "metadata").write_text('{"position": 4, "st')
+
+
+@pytest.mark.parametrize("how", ["truncated_arrays", "no_manifest", "garbled_input_json"])
+def test_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path, registered,
+                                                                       uninterrupted, how):
+  source, reference = uninterrupted
+  _copy_checkpoints(source, tmp_path, [2, 4])
+  _damage(tmp_path / "checkpoints" / "4", how)
+
+  resumed = _reference_run(tmp_path)
+  # Resumed from step 2, exactly as the uninterrupted run went on from there.
+  assert sorted(resumed.step_losses) == [3, 4, 5]
+  assert [resumed.step_losses[s] for s in (3, 4, 5)] == [
+      reference.step_losses[s] for s in (3, 4, 5)]
+  _assert_trees_equal(resumed.state.params, reference.state.params)
+  # The damaged step was set aside (not deleted) and saved afresh.
+  assert [p.name.split("-")[0] for p in (tmp_path / checkpointing.DAMAGED_DIR).iterdir()] == ["4"]
+  checkpoints = checkpointing.Checkpointer(tmp_path, 2, None)
+  assert checkpoints.all_steps() == [2, 4, 5]
+  checkpoints.close()
+
+
+def test_every_checkpoint_damaged_is_a_clear_error(tmp_path, registered, uninterrupted):
+  source, _ = uninterrupted
+  _copy_checkpoints(source, tmp_path, [2, 4])
+  for step in (2, 4):
+    _damage(tmp_path / "checkpoints" / str(step), "garbled_input_json")
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"no intact checkpoint under .*checkpoints: step 4: .*; step 2: "):
+    _reference_run(tmp_path)
+  objective = SFTObjective(CONFIG)
+  # Eval and infer: the newest readable params, or a clear error for a step asked for.
+  _damage(tmp_path / "checkpoints" / "4", "truncated_arrays")
+  with pytest.raises(checkpointing.CheckpointError, match="step 4 under .* cannot be read"):
+    checkpointing.load_latest_params(tmp_path, objective.abstract_params(), step=4)
+  with pytest.raises(checkpointing.CheckpointError, match=r"no checkpoint step 3 .*\[2, 4\]"):
+    checkpointing.load_latest_params(tmp_path, objective.abstract_params(), step=3)
+  _, step = checkpointing.load_latest_params(tmp_path, objective.abstract_params())
+  assert step == 2
+
+
+def test_a_second_run_on_a_live_model_dir_refuses_before_writing(tmp_path, registered):
+  with run_lock.RunLock(tmp_path):  # another live run holds it
+    with pytest.raises(run_lock.RunDirInUseError,
+                       match=rf"{tmp_path} is in use by another live run \(host .* pid "
+                             rf"{os.getpid()} since"):
+      _reference_run(tmp_path, 2)
+  assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "config.gin").exists()
+
+
+def test_the_run_lock_does_not_outlive_a_killed_holder(tmp_path):
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from consensus_jax import run_lock; "
+       f"run_lock.RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); "
+       "time.sleep(600)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(run_lock.RunDirInUseError, match=f"pid {holder.pid} "):
+      run_lock.RunLock(tmp_path).acquire()
+  finally:
+    holder.kill()  # SIGKILL: no cleanup runs in the holder
+    holder.wait()
+  run_lock.RunLock(tmp_path).acquire().release()
 
 
 def test_checkpoint_restores_onto_a_different_mesh(tmp_path, registered, uninterrupted):
