@@ -1,5 +1,6 @@
 """Our decoder against transformers.LlamaForCausalLM, and Hugging Face import/export."""
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -136,3 +137,80 @@ def test_convert_cli_writes_a_checkpoint_the_trainer_can_load(tmp_path):
   tokens = _tokens(97)
   np.testing.assert_allclose(_our_logits(config, jax.device_get(params), tokens),
                              hf_fixtures.hf_logits(model, tokens), atol=1e-4, rtol=0)
+
+
+# --- Hostile files: every claim of a header is checked against the file before use ---------
+
+
+def _raw_safetensors(path, header: dict, data: bytes, header_len=None):
+  header_bytes = json.dumps(header).encode()
+  with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(header_bytes) if header_len is None else header_len))
+    f.write(header_bytes)
+    f.write(data)
+  return path
+
+
+def _entry(dtype="F32", shape=(2, 2), begin=0, end=16):
+  return {"dtype": dtype, "shape": list(shape), "data_offsets": [begin, end]}
+
+
+@pytest.mark.parametrize("header,data,header_len,message", [
+    ({"w": _entry()}, bytes(16), 2**62, r"header length 4611686018427387904 exceeds the file"),
+    ({"w": _entry()}, bytes(9), None, r"tensor 'w': data_offsets \[0, 16\] fall outside the 9"),
+    ({"a": _entry(), "b": _entry(begin=8, end=24)}, bytes(24), None,
+     r"tensors 'a' and 'b' overlap"),
+    ({"w": _entry(shape=(3, 2))}, bytes(16), None, r"16 bytes for a F32 tensor of shape \[3, 2\]"),
+    ({"w": _entry(dtype="F8_E4M3", end=4)}, bytes(4), None, r"unsupported dtype 'F8_E4M3'"),
+    ({"w": _entry(shape=(-1, 4))}, bytes(16), None, r"shape \[-1, 4\] is not a list"),
+    ({"w": {"dtype": "F32", "shape": [4]}}, bytes(16), None, r"data_offsets None"),
+    (["not", "an", "object"], b"", None, r"the header is not a JSON object"),
+])
+def test_a_safetensors_header_is_not_trusted(tmp_path, header, data, header_len, message):
+  path = _raw_safetensors(tmp_path / "x.safetensors", header, data, header_len)
+  with pytest.raises(safetensors_io.SafetensorsError, match=message):
+    safetensors_io.SafetensorsShard(path)
+
+
+def test_valid_raw_file_reads_its_tensors(tmp_path):
+  values = np.arange(6, dtype=np.float32)
+  path = _raw_safetensors(tmp_path / "x.safetensors",
+                          {"a": _entry(shape=(2,), end=8), "b": _entry(shape=(4,), begin=8,
+                                                                        end=24)},
+                          values.tobytes() + bytes(0))
+  shard = safetensors_io.SafetensorsShard(path)
+  np.testing.assert_array_equal(shard.read("b"), [2, 3, 4, 5])
+
+
+def test_integer_weights_and_bad_configs_are_named(tmp_path):
+  hf_fixtures.save_random_llama(tmp_path / "hf")
+  name = "model.norm.weight"
+  _rewrite(tmp_path / "hf", tmp_path / "int", lambda t: None)
+  shard = safetensors_io.SafetensorsShard(tmp_path / "int" / "model.safetensors")
+  tensors = {n: shard.read(n) for n in shard.names()}
+  header, offset, blobs = {}, 0, []
+  for n, array in tensors.items():
+    blob = (array.astype(np.int32) if n == name else array).tobytes()
+    header[n] = _entry("I32" if n == name else "F32", array.shape, offset, offset + len(blob))
+    offset += len(blob)
+    blobs.append(blob)
+  _raw_safetensors(tmp_path / "int" / "model.safetensors", header, b"".join(blobs))
+  with pytest.raises(hf_import.CheckpointError, match=rf"tensor {name} is I32"):
+    hf_import.from_hf(tmp_path / "int")
+
+  config_path = tmp_path / "hf" / "config.json"
+  good = json.loads(config_path.read_text())
+  for edit, message in [
+      (lambda c: c.pop("hidden_size"), r"required field 'hidden_size' is missing"),
+      (lambda c: c.__setitem__("num_hidden_layers", "2"), r"num_hidden_layers must be an integer"),
+      (lambda c: c.update(rope_scaling={"type": "linear", "factor": 2.0}),
+       r"rope_scaling rope type 'linear' is not supported"),
+  ]:
+    config = dict(good)
+    edit(config)
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(hf_import.CheckpointError, match=message):
+      hf_import.from_hf(tmp_path / "hf")
+  config_path.write_text('{"hidden_size": 64,\n "vocab')
+  with pytest.raises(hf_import.CheckpointError, match=r"config.json:2: malformed JSON"):
+    hf_import.from_hf(tmp_path / "hf")

@@ -16,10 +16,42 @@ from consensus_jax.models.config import DecoderConfig
 
 
 class CheckpointError(ValueError):
-  """A Hugging Face checkpoint that does not match what its config promises."""
+  """A Hugging Face checkpoint that is malformed or does not match what its config promises."""
+
+
+def _rope(hf_config: dict, where: str) -> dict:
+  """The rotary settings, from rope_parameters and/or the older rope_scaling: both are read
+  (neither is ignored) and any scaling in either is refused."""
+  merged = {}
+  for key in ("rope_parameters", "rope_scaling"):
+    value = hf_config.get(key)
+    if value is None:
+      continue
+    if not isinstance(value, dict):
+      raise CheckpointError(f"{where}: {key} must be an object, got {value!r}")
+    kind = value.get("rope_type", value.get("type", "default"))
+    if kind != "default":
+      raise CheckpointError(f"{where}: {key} rope type {kind!r} is not supported (only "
+                            "unscaled rotary embeddings)")
+    merged.update(value)
+  return merged
+
+
+def _field(hf_config: dict, key: str, where: str, kind=int, default=None, positive=True):
+  value = hf_config.get(key, default)
+  if value is None:
+    raise CheckpointError(f"{where}: required field {key!r} is missing")
+  if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+    raise CheckpointError(f"{where}: {key} must be {'a number' if kind is float else 'an integer'}"
+                          f", got {value!r}")
+  if positive and value <= 0:
+    raise CheckpointError(f"{where}: {key} must be positive, got {value!r}")
+  return kind(value)
 
 
 def config_from_hf(hf_config: dict, where: str = "config.json") -> DecoderConfig:
+  if not isinstance(hf_config, dict):
+    raise CheckpointError(f"{where}: expected a JSON object")
   if hf_config.get("model_type", "llama") != "llama":
     raise CheckpointError(f"{where}: model_type {hf_config.get('model_type')!r} is not 'llama'")
   for flag in ("attention_bias", "mlp_bias"):
@@ -27,26 +59,39 @@ def config_from_hf(hf_config: dict, where: str = "config.json") -> DecoderConfig
       raise CheckpointError(f"{where}: {flag}=true is not supported (Llama blocks have no biases)")
   if hf_config.get("hidden_act", "silu") != "silu":
     raise CheckpointError(f"{where}: hidden_act {hf_config['hidden_act']!r} is not 'silu'")
-  rope = hf_config.get("rope_parameters") or hf_config.get("rope_scaling") or {}
-  if rope.get("rope_type", rope.get("type", "default")) != "default":
-    raise CheckpointError(f"{where}: rope type {rope.get('rope_type', rope.get('type'))!r} "
-                          "is not supported (only unscaled rotary embeddings)")
-  theta = rope.get("rope_theta", hf_config.get("rope_theta", 10000.0))
-  num_heads = hf_config["num_attention_heads"]
+  rope = _rope(hf_config, where)
+  theta = _field({"rope_theta": rope.get("rope_theta", hf_config.get("rope_theta", 10000.0))},
+                 "rope_theta", where, float)
+  num_heads = _field(hf_config, "num_attention_heads", where)
+  d_model = _field(hf_config, "hidden_size", where)
+  head_dim = hf_config.get("head_dim") or d_model // num_heads
   return DecoderConfig(
-      vocab_size=hf_config["vocab_size"],
-      num_layers=hf_config["num_hidden_layers"],
-      d_model=hf_config["hidden_size"],
+      vocab_size=_field(hf_config, "vocab_size", where),
+      num_layers=_field(hf_config, "num_hidden_layers", where),
+      d_model=d_model,
       num_heads=num_heads,
-      num_kv_heads=hf_config.get("num_key_value_heads") or num_heads,
-      head_dim=hf_config.get("head_dim") or hf_config["hidden_size"] // num_heads,
-      mlp_dim=hf_config["intermediate_size"],
+      num_kv_heads=_field(hf_config, "num_key_value_heads", where, default=num_heads),
+      head_dim=_field({"head_dim": head_dim}, "head_dim", where),
+      mlp_dim=_field(hf_config, "intermediate_size", where),
       mlp_kind="swiglu",
-      rope_theta=float(theta),
-      norm_eps=hf_config.get("rms_norm_eps", 1e-6),
+      rope_theta=theta,
+      norm_eps=_field(hf_config, "rms_norm_eps", where, float, default=1e-6),
       tie_embeddings=bool(hf_config.get("tie_word_embeddings", False)),
-      max_seq_len=hf_config.get("max_position_embeddings", 2048),
+      max_seq_len=_field(hf_config, "max_position_embeddings", where, default=2048),
   )
+
+
+def read_config(config_path: pathlib.Path) -> DecoderConfig:
+  """config.json -> DecoderConfig; unreadable JSON is a CheckpointError naming file and line."""
+  if not config_path.is_file():
+    raise CheckpointError(f"{config_path.parent}: no config.json")
+  try:
+    hf_config = json.loads(config_path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{config_path}:{e.lineno}: malformed JSON: {e.msg}") from None
+  except (UnicodeDecodeError, RecursionError) as e:
+    raise CheckpointError(f"{config_path}: unreadable ({type(e).__name__})") from None
+  return config_from_hf(hf_config, where=str(config_path))
 
 
 def config_to_hf(config: DecoderConfig) -> dict:
@@ -113,17 +158,20 @@ def _read_checked(ckpt, name: str, expected_shape: tuple, directory: pathlib.Pat
   if ckpt.shape(name) != tuple(expected_shape):
     raise CheckpointError(f"{ckpt.where(name)}: tensor {name} has shape {ckpt.shape(name)}, "
                           f"but config.json implies {tuple(expected_shape)}")
+  if ckpt.dtype(name) not in safetensors_io.FLOAT_DTYPES:
+    raise CheckpointError(f"{ckpt.where(name)}: tensor {name} is {ckpt.dtype(name)}; weights "
+                          f"must be one of {safetensors_io.FLOAT_DTYPES}")
   return np.asarray(ckpt.read(name), dtype=np.float32)
 
 
 def from_hf(path) -> tuple[DecoderConfig, dict]:
   """Reads a HF Llama directory into (config, params) in the scanned layout."""
   directory = pathlib.Path(path)
-  config_path = directory / "config.json"
-  if not config_path.is_file():
-    raise FileNotFoundError(f"{directory}: no config.json")
-  config = config_from_hf(json.loads(config_path.read_text()), where=str(config_path))
-  ckpt = safetensors_io.SafetensorsCheckpoint(directory)
+  config = read_config(directory / "config.json")
+  try:
+    ckpt = safetensors_io.SafetensorsCheckpoint(directory)
+  except safetensors_io.SafetensorsError as e:
+    raise CheckpointError(str(e)) from None
   v, d = config.vocab_size, config.d_model
 
   layers: dict[str, dict[str, list]] = {}
