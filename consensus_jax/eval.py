@@ -43,11 +43,12 @@ def evaluate_reward_model(model_dir: str = gin.REQUIRED, objective=gin.REQUIRED,
 
   import jax
 
-  from consensus_jax import checkpointing, rm_eval
+  from consensus_jax import atomic_io, checkpointing, rm_eval
   from consensus_jax.data import polis, records, vocab
   from consensus_jax.studies import rm_peers
 
   model_dir = pathlib.Path(model_dir)
+  out_dir = atomic_io.check_writable_dir(model_dir / "eval", "MODEL_DIR's eval/")
   params, step = checkpointing.load_latest_params(model_dir, objective.abstract_params(),
                                                   checkpoint_step)
   params = jax.device_get(params)
@@ -68,15 +69,13 @@ def evaluate_reward_model(model_dir: str = gin.REQUIRED, objective=gin.REQUIRED,
     conversation = polis.load_conversation(pathlib.Path(polis_dir) / name)
     results[f"polis/{name}"] = rm_eval.evaluate_polis(scorer, conversation,
                                                       max_examples=polis_max_votes)
-  out_dir = model_dir / "eval"
-  out_dir.mkdir(parents=True, exist_ok=True)
   table = "\n\n".join(rm_eval.markdown_table({k: v for k, v in results.items()
                                                if k.startswith(prefix)})
                        for prefix in ("synthetic/", "polis/"))
   if jax.process_index() == 0:
-    (out_dir / "reward_metrics.json").write_text(json.dumps(
+    atomic_io.write_text(out_dir / "reward_metrics.json", json.dumps(
         {"checkpoint_step": step, "results": results}, indent=2))
-    (out_dir / "reward_metrics.md").write_text(f"Checkpoint step {step}\n\n{table}\n")
+    atomic_io.write_text(out_dir / "reward_metrics.md", f"Checkpoint step {step}\n\n{table}\n")
   print(f"Reward model {model_dir} at step {step}\n{table}")
   logging.info("wrote %s", out_dir / "reward_metrics.json")
   return results

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import gin
 
-from consensus_jax import binary_flags
+from consensus_jax import atomic_io, binary_flags
 
 
 def _latest_params(model_dir: str, abstract_params: Any):
@@ -40,8 +40,11 @@ def infer(input_path: str = gin.REQUIRED, output_dir: str = gin.REQUIRED,
   from consensus_jax.models import params as params_lib
   from consensus_jax.models import reward
 
+  out = atomic_io.check_writable_dir(output_dir, "infer.output_dir (OUTPUT_DIR)")
   groups = inference.read_groups(input_path)  # Bad input fails before any model loads.
   vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size)
+  # Every group's prompt must fit the policy's buckets; an over-long one fails now, by name.
+  inference.policy_prompt_batch(vocabulary, groups, policy_config, sampler)
   cfg = consensus.ConsensusConfig(sampler=sampler,
                                   statement_head_ids=prompts.rm_statement_head_ids(vocabulary),
                                   rule=rule,
@@ -58,11 +61,9 @@ def infer(input_path: str = gin.REQUIRED, output_dir: str = gin.REQUIRED,
   for start in range(0, len(groups), groups_per_batch):
     rng, batch_rng = jax.random.split(rng)
     results += runner.run(groups[start:start + groups_per_batch], batch_rng)
-  out = pathlib.Path(output_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  with open(out / "consensus.jsonl", "w") as f:
+  with atomic_io.open_atomic(out / "consensus.jsonl") as f:
     for result in results:
-      f.write(json.dumps(result) + "\n")
+      f.write(json.dumps(result, ensure_ascii=False) + "\n")
   if print_tables:
     for result in results:
       print(f"\n=== group {result['id']}: {result['question']}")

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from consensus_jax import checkpointing, decoding, inference
+from consensus_jax import atomic_io, checkpointing, decoding, inference
 from consensus_jax.data import prompts, rated_samples, records, vocab
 from consensus_jax.data.errors import DataError
 from consensus_jax.models import params as params_lib
@@ -96,7 +96,7 @@ def collect_rated_samples(data_dir: str = gin.REQUIRED, output_dir: str = gin.RE
   if output_dir.resolve() == data_dir.resolve():
     raise CollectionError(f"collect_rated_samples.output_dir: {output_dir} is DATA_DIR; "
                           "write the rated samples to a new directory")
-  output_dir.mkdir(parents=True, exist_ok=True)  # an unwritable OUTPUT_DIR fails before sampling
+  atomic_io.check_writable_dir(output_dir, "collect_rated_samples.output_dir (OUTPUT_DIR)")
   for other in copy_splits:
     if not (data_dir / f"{other}.jsonl").is_file():
       raise CollectionError(f"collect_rated_samples.copy_splits: no {data_dir / other}.jsonl")

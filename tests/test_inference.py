@@ -1,5 +1,6 @@
 """Groups in, consensus out: input validation and the runner around the compiled program."""
 import json
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -33,10 +34,53 @@ GOOD = json.dumps({"id": "g1", "question": "Should cities ban cars?",
      r"groups.jsonl:2: group 'g2': opinion 2 is empty"),
     ('{"id": "g2", "question": ', r"groups.jsonl:2: malformed JSON"),
     (json.dumps({"id": "g2", "opinions": ["a", "b"]}), r"groups.jsonl:2: missing field 'question'"),
+    # Nulls and numbers are not read as the text "None" / "3".
+    (json.dumps({"id": "g2", "question": None, "opinions": ["a", "b"]}),
+     r"groups.jsonl:2: group 'g2': 'question' must be a string, got None"),
+    (json.dumps({"id": None, "question": "Q?", "opinions": ["a", "b"]}),
+     r"groups.jsonl:2: 'id' must be a non-empty string or an integer, got None"),
+    (json.dumps({"id": "g2", "question": "Q?", "opinions": ["a", 3]}),
+     r"groups.jsonl:2: group 'g2': opinion 2 must be a string, got 3"),
+    (json.dumps({"id": "g1", "question": "Q?", "opinions": ["a", "b"]}),
+     r"groups.jsonl:2: duplicate group id 'g1' \(first on line 1\)"),
+    ('{"id": "g2", "question": "Q\\ud800?", "opinions": ["a", "b"]}',
+     r"groups.jsonl:2: a string holds a lone UTF-16 surrogate"),
+    ("[" * 100000 + "]" * 100000, r"groups.jsonl:2: JSON nested too deeply"),
 ])
 def test_bad_groups_name_file_and_line(tmp_path, line, message):
   with pytest.raises(errors.DataError, match=message):
     inference.read_groups(_write(tmp_path, [GOOD, line]))
+
+
+def test_bytes_that_are_not_utf8_are_named(tmp_path):
+  path = tmp_path / "groups.jsonl"
+  path.write_bytes(GOOD.encode() + b"\n" + b'{"id": "g2", "question": "Q\xff?"}\n')
+  with pytest.raises(errors.DataError, match=r"groups.jsonl:2: not UTF-8 text \(byte 28 "):
+    inference.read_groups(path)
+
+
+def test_infer_checks_output_dir_and_every_prompt_before_loading_models(tmp_path, runner):
+  from consensus_jax import infer
+
+  vocab_dir = tmp_path / "vocab"
+  vocab_dir.mkdir()
+  kwargs = dict(policy_dir=str(tmp_path / "no_policy"), rm_dir=str(tmp_path / "no_rm"),
+                policy_config=CONFIG, rm_config=CONFIG, vocab_dir=str(vocab_dir),
+                vocab_size=1000, sampler=runner.cfg.sampler)
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(OSError, match=r"infer.output_dir \(OUTPUT_DIR\): cannot write into"):
+    infer.infer(input_path=str(tmp_path / "missing.jsonl"), output_dir=str(blocker / "out"),
+                **kwargs)
+  long_opinion = " ".join(["transport policy matters to everyone here"] * 80)
+  path = _write(tmp_path, [GOOD, json.dumps({"id": "too-long", "question": "Q?",
+                                             "opinions": [long_opinion, "No."]})])
+  # The vocabulary is the runner's (saved there by the fixture); no model is ever read.
+  for file in pathlib.Path(runner.vocabulary.sentencepiece_model_file).parent.iterdir():
+    (vocab_dir / file.name).write_bytes(file.read_bytes())
+  with pytest.raises(errors.DataError, match=r"group 'too-long': its prompt is \d+ tokens"):
+    infer.infer(input_path=str(path), output_dir=str(tmp_path / "out"), **kwargs)
+  assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,10 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from consensus_jax import atomic_io
 from consensus_jax.data import jsonl
 from consensus_jax.data.errors import DataError
 
@@ -314,29 +314,22 @@ def write_jsonl(path: str | os.PathLike, rounds: Iterable[Round]) -> int:
   file at `path` untouched.
   """
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   seen_ids = set()
   count = 0
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      for count, round_ in enumerate(rounds, start=1):
-        obj = round_to_dict(round_)
-        round_from_dict(obj, where=f"{path}:{count}")
-        if round_.id in seen_ids:
-          raise DataError(f"{path}:{count}: duplicate round id {round_.id!r}")
-        seen_ids.add(round_.id)
-        try:
-          line = json.dumps(obj, ensure_ascii=False)
-        except TypeError as e:
-          raise DataError(f"{path}:{count}: round {round_.id!r} is not JSON-serialisable: {e}")
-        try:
-          f.write(line + "\n")
-        except UnicodeEncodeError as e:
-          raise DataError(f"{path}:{count}: round {round_.id!r} holds text that is not "
-                          f"valid Unicode ({e.reason})") from None
-    os.replace(temp_name, path)
-  except BaseException:
-    pathlib.Path(temp_name).unlink(missing_ok=True)
-    raise
+  with atomic_io.open_atomic(path) as f:
+    for count, round_ in enumerate(rounds, start=1):
+      obj = round_to_dict(round_)
+      round_from_dict(obj, where=f"{path}:{count}")
+      if round_.id in seen_ids:
+        raise DataError(f"{path}:{count}: duplicate round id {round_.id!r}")
+      seen_ids.add(round_.id)
+      try:
+        line = json.dumps(obj, ensure_ascii=False)
+      except TypeError as e:
+        raise DataError(f"{path}:{count}: round {round_.id!r} is not JSON-serialisable: {e}")
+      try:
+        f.write(line + "\n")
+      except UnicodeEncodeError as e:
+        raise DataError(f"{path}:{count}: round {round_.id!r} holds text that is not "
+                        f"valid Unicode ({e.reason})") from None
   return count

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import gin
 import numpy as np
 
+from consensus_jax import atomic_io
 from consensus_jax.data import records
 from consensus_jax.studies import exclusion, head_to_head, judges, plots, systems, welfare_rules
 
@@ -53,8 +54,8 @@ def _heatmap_examples(rounds, outputs, judged_samples, count: int = 3):
 
 
 def _write(out_dir: pathlib.Path, study: str, results: dict, report: str) -> None:
-  (out_dir / f"{study}.json").write_text(json.dumps(results, indent=2, default=float))
-  (out_dir / f"{study}.md").write_text(report)
+  atomic_io.write_text(out_dir / f"{study}.json", json.dumps(results, indent=2, default=float))
+  atomic_io.write_text(out_dir / f"{study}.md", report)
 
 
 def study_rounds(data_dir, split: str, max_groups: Optional[int]) -> list[records.Round]:
@@ -78,8 +79,7 @@ def run_study(study: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
   """
   if study not in STUDIES:
     raise ValueError(f"run_study: study={study!r} is not one of {STUDIES}")
-  out_dir = pathlib.Path(output_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable OUTPUT_DIR fails before any work
+  out_dir = atomic_io.check_writable_dir(output_dir, "run_study.output_dir (OUTPUT_DIR)")
   rounds_by_split = {split: study_rounds(data_dir, split, max_groups) for split in splits}
   if pipeline is None:
     pipeline = _load_pipeline(policy_dir, rm_dir, policy_config, rm_config, vocab_dir,
