@@ -147,6 +147,37 @@ def test_malformed_comment_row_is_located(polis_root, tmp_path):
     polis.load_conversation(folder)
 
 
+def test_header_faults_that_would_lose_or_double_votes_are_located(polis_root, tmp_path):
+  folder = _copy(polis_root, tmp_path / "renamed")
+  # A comment column renamed to a non-number before the others: not silently metadata.
+  _rewrite(folder / "participants-votes.csv", lambda rows: rows[0].__setitem__(7, "c1"))
+  with pytest.raises(DataError, match=r"column 8: 'c1' is neither a comment id nor a metadata"):
+    polis.load_conversation(folder)
+  folder = _copy(polis_root, tmp_path / "twice")
+  def duplicate_column(rows):
+    rows[0].append(rows[0][7])
+    for row in rows[1:]:
+      row.append(row[7])
+  _rewrite(folder / "participants-votes.csv", duplicate_column)
+  with pytest.raises(DataError, match=r"column 44: comment 1 already has column 8"):
+    polis.load_conversation(folder)
+
+
+def test_bad_bytes_and_empty_comments(polis_root, tmp_path):
+  folder = _copy(polis_root, tmp_path / "bytes")
+  raw = (folder / "comments.csv").read_bytes().split(b"\n")
+  raw[3] = raw[3] + b"\xff"
+  (folder / "comments.csv").write_bytes(b"\n".join(raw))
+  with pytest.raises(DataError, match=r"comments\.csv: line 4: not UTF-8 text"):
+    polis.load_conversation(folder)
+  folder = _copy(polis_root, tmp_path / "empty")
+  _rewrite(folder / "comments.csv", lambda rows: rows[2].__setitem__(rows[0].index(
+      "comment-body"), "   "))
+  conversation = polis.load_conversation(folder)
+  empty = [c for c in conversation.comments.values() if not c.text]
+  assert len(empty) == 1 and not empty[0].is_candidate
+
+
 def test_vote_examples_use_only_other_votes(conversations):
   conversation = conversations["15-per-hour-seattle"]
   examples = list(polis_examples.vote_examples(conversation, pass_weight=0.25))

@@ -9,6 +9,7 @@ keep their votes but are not offered as candidates.
 """
 import csv
 import dataclasses
+import io
 import os
 import pathlib
 import re
@@ -29,6 +30,9 @@ AGREE, PASS, DISAGREE = 1, 0, -1
 _VOTE_CODES = {"1": AGREE, "0": PASS, "-1": DISAGREE}
 _COMMENT_COLUMNS = ("comment-id", "author-id", "moderated", "comment-body")
 _PARTICIPANT_COLUMN = "participant"
+# The export's per-participant columns; every other column must be a comment id.
+METADATA_COLUMNS = ("participant", "xid", "group-id", "n-comments", "n-votes", "n-agree",
+                    "n-disagree")
 
 # Self-descriptions ("I am 30-55", "I live in a town", "My ethnicity is ...") describe the
 # voter rather than propose something to agree with.
@@ -66,7 +70,7 @@ class Comment:
   @property
   def is_candidate(self) -> bool:
     """Offered to the RM and the selection step as a statement to agree with."""
-    return self.moderated != -1 and not self.is_self_description
+    return self.moderated != -1 and bool(self.text) and not self.is_self_description
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,10 +92,18 @@ class Conversation:
     return int(np.flatnonzero(self.comment_ids == comment_id)[0])
 
 
-def _open_csv(path: pathlib.Path):
+def _open_csv(path: pathlib.Path) -> io.StringIO:
+  """The file's text, decoded up front so bad bytes are a DataError naming file and line."""
   if not path.is_file():
     raise DataError(f"{path}: missing file")
-  return path.open(newline="", encoding="utf-8")
+  raw = path.read_bytes()
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = raw.count(b"\n", 0, e.start) + 1
+    raise DataError(f"{path}: line {line}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r})"
+                    ) from None
+  return io.StringIO(text, newline="")
 
 
 def _integer(value: str, path: pathlib.Path, where: str, column: str) -> int:
@@ -140,17 +152,24 @@ def _read_votes(path: pathlib.Path, comments: dict[int, Comment]):
     header = next(reader, None)
     if not header or header[0] != _PARTICIPANT_COLUMN:
       raise DataError(f"{path}: line 1 (header): first column must be '{_PARTICIPANT_COLUMN}'")
-    # Metadata columns (participant, xid, group-id, n-votes, ...) come before the comment ids.
-    first_vote_column = next((j for j, name in enumerate(header) if name.strip().isdigit()),
-                             len(header))
-    comment_ids = []
+    # Metadata columns (METADATA_COLUMNS) come first, then one column per comment id. A name
+    # that is neither is an error: taking it for metadata would drop a comment's votes unseen.
+    first_vote_column = next((j for j, name in enumerate(header)
+                              if name.strip() not in METADATA_COLUMNS), len(header))
+    comment_ids, column_of = [], {}
     for j, name in enumerate(header[first_vote_column:], start=first_vote_column):
       if not name.strip().isdigit():
-        raise DataError(f"{path}: line 1 (header), column {j + 1}: {name!r} is not a comment id")
-      if int(name) not in comments:
+        raise DataError(f"{path}: line 1 (header), column {j + 1}: {name!r} is neither a comment "
+                        f"id nor a metadata column ({', '.join(METADATA_COLUMNS)})")
+      comment_id = int(name)
+      if comment_id not in comments:
         raise DataError(f"{path}: line 1 (header), column {j + 1}: votes for unknown comment "
                         f"{name} (not in comments.csv)")
-      comment_ids.append(int(name))
+      if comment_id in column_of:
+        raise DataError(f"{path}: line 1 (header), column {j + 1}: comment {comment_id} already "
+                        f"has column {column_of[comment_id] + 1}; its votes would count twice")
+      column_of[comment_id] = j
+      comment_ids.append(comment_id)
     participant_ids, cells, line_numbers = [], [], []
     for row_number, row in enumerate(reader, start=1):
       where = f"row {row_number} (line {reader.line_num})"
