@@ -28,6 +28,21 @@ class UnknownGinBindingError(ValueError):
   """A command-line gin override that does not configure anything."""
 
 
+class BindingError(ValueError):
+  """A gin binding whose value cannot work; the message names the binding."""
+
+
+def positive_int(value, binding: str, minimum: int = 1) -> int:
+  """`value` if it is an integer >= minimum (not a bool, a float or a string), else a
+  BindingError naming `binding` (e.g. 'TRAIN_STEPS (train.total_steps)')."""
+  if isinstance(value, bool) or not isinstance(value, int):
+    raise BindingError(f"{binding} must be an integer, got {value!r} "
+                       f"({type(value).__name__})")
+  if value < minimum:
+    raise BindingError(f"{binding} must be >= {minimum}, got {value}")
+  return value
+
+
 def rewrite_gin_args(argv: Sequence[str]) -> list[str]:
   """`--gin.NAME=VALUE` -> `--gin_bindings=NAME = VALUE`; other arguments pass through."""
   rewritten = []

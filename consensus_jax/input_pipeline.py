@@ -24,7 +24,7 @@ import seqio
 import tensorflow as tf
 from jax.sharding import Mesh
 
-from consensus_jax import partitioning
+from consensus_jax import gin_utils, partitioning
 from consensus_jax.data.errors import DataError
 
 # tf.data runs the sources' Python generators inside an op, so a DataError raised there (a bad
@@ -55,6 +55,15 @@ class InputConfig:
   seed: int = 0
   pack: bool = True
   shard_source_per_process: bool = False
+
+  def __post_init__(self):
+    gin_utils.positive_int(self.batch_size, "BATCH_SIZE (InputConfig.batch_size)")
+    if not isinstance(self.task_feature_lengths, Mapping) or not self.task_feature_lengths:
+      raise gin_utils.BindingError(
+          "TASK_FEATURE_LENGTHS (InputConfig.task_feature_lengths) must be a dict such as "
+          f"{{'inputs': 256, 'targets': 64}}, got {self.task_feature_lengths!r}")
+    for name, length in self.task_feature_lengths.items():
+      gin_utils.positive_int(length, f"TASK_FEATURE_LENGTHS[{name!r}]")
 
 
 def process_rows(mesh: Mesh, global_batch_size: int) -> tuple[int, int]:

@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from consensus_jax import checkpointing
 from consensus_jax import cpu_runtime
+from consensus_jax import gin_utils
 from consensus_jax import input_pipeline
 from consensus_jax import metrics_writer
 from consensus_jax import optimizers
@@ -216,8 +217,15 @@ def _check_required(model_dir, objective, train_input, total_steps) -> None:
                                       ("TRAIN_STEPS (train.total_steps)", total_steps))
              if value is gin.REQUIRED or value is None]
   if missing:
-    raise ValueError(f"train: required binding(s) not set: {', '.join(missing)}; set them in a "
-                     "run gin or on the command line, e.g. --gin.MODEL_DIR=\"'/tmp/run'\"")
+    raise gin_utils.BindingError(
+        f"train: required binding(s) not set: {', '.join(missing)}; set them in a run gin or "
+        "on the command line, e.g. --gin.MODEL_DIR=\"'/tmp/run'\"")
+  gin_utils.positive_int(total_steps, "TRAIN_STEPS (train.total_steps)")
+
+
+def _check_intervals(**intervals) -> None:
+  for name, (value, minimum) in intervals.items():
+    gin_utils.positive_int(value, f"train.{name}", minimum)
 
 
 def _check_vocabulary_fits(vocabulary: Any, objective: Objective) -> None:
@@ -285,6 +293,9 @@ def train(*,
       tooling).
   """
   _check_required(model_dir, objective, train_input, total_steps)
+  _check_intervals(checkpoint_every_steps=(checkpoint_every_steps, 1),
+                   log_every_steps=(log_every_steps, 1), eval_every_steps=(eval_every_steps, 0),
+                   num_micro_batches=(num_micro_batches, 1))
   if register_tasks is not None:
     _check_vocabulary_fits(register_tasks(), objective)
   mesh = partitioning.make_mesh() if mesh is None else mesh

@@ -353,6 +353,31 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path, regis
   assert all(np.isfinite(leaf).all() for leaf in _leaves(intact))
 
 
+@pytest.mark.parametrize("total_steps, overrides, message", [
+    ("abc", {}, r"TRAIN_STEPS \(train.total_steps\) must be an integer, got 'abc' \(str\)"),
+    (2.5, {}, r"TRAIN_STEPS \(train.total_steps\) must be an integer, got 2.5 \(float\)"),
+    (0, {}, r"TRAIN_STEPS \(train.total_steps\) must be >= 1, got 0"),
+    (2, {"checkpoint_every_steps": 0}, r"train.checkpoint_every_steps must be >= 1, got 0"),
+    (2, {"log_every_steps": True}, r"train.log_every_steps must be an integer, got True"),
+])
+def test_bad_bindings_are_named_before_anything_runs(tmp_path, total_steps, overrides, message):
+  with pytest.raises(gin_utils.BindingError, match=message):
+    _run(tmp_path, total_steps, **overrides)
+  assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=0), r"BATCH_SIZE \(InputConfig.batch_size\) must be >= 1, got 0"),
+    (dict(task_feature_lengths={"inputs": 96, "targets": 0}),
+     r"TASK_FEATURE_LENGTHS\['targets'\] must be >= 1"),
+    (dict(task_feature_lengths=[96, 32]), r"TASK_FEATURE_LENGTHS .* must be a dict"),
+])
+def test_bad_input_bindings_are_named(kwargs, message):
+  with pytest.raises(gin_utils.BindingError, match=message):
+    input_pipeline.InputConfig(**{**dict(task="t", task_feature_lengths=LENGTHS,
+                                         batch_size=BATCH_SIZE), **kwargs})
+
+
 def test_schedules_warm_up_then_decay():
   cosine = optimizers.make_schedule(total_steps=100, peak_learning_rate=1.0, warmup_steps=10,
                                     decay="cosine", final_learning_rate_fraction=0.1)
