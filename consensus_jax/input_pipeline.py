@@ -19,6 +19,7 @@ from typing import Iterator, Mapping, Optional
 
 import gin
 import jax
+from absl import logging
 import numpy as np
 import seqio
 import tensorflow as tf
@@ -88,6 +89,41 @@ def _dataset(config: InputConfig, converter: seqio.FeatureConverter, *, num_epoc
       config.task, dict(config.task_feature_lengths), converter, dataset_split=config.split,
       shuffle=shuffle, seed=config.seed, num_epochs=num_epochs, shard_info=shard_info,
       verbose=False)
+
+
+def feature_length_stats(config: InputConfig, num_examples: int = 64) -> dict[str, dict]:
+  """For each feature, over the split's first `num_examples` examples: the share longer than its
+  task feature length (the converter cuts them) and the median length in tokens."""
+  task = seqio.get_mixture_or_task(config.task)
+  ds = task.get_dataset(None, split=config.split, shuffle=False, num_epochs=1)
+  lengths = {name: [] for name in config.task_feature_lengths}
+  for example in ds.take(num_examples).as_numpy_iterator():
+    for name in config.task_feature_lengths:
+      value = example.get(name)
+      if value is not None and np.ndim(value) == 1:
+        lengths[name].append(len(value))
+  return {name: {"cut_share": float(np.mean(np.array(found) > config.task_feature_lengths[name])),
+                 "median_length": float(np.median(found))}
+          for name, found in lengths.items() if found}
+
+
+def check_feature_lengths(config: InputConfig, refuse_ratio: float = 8.0,
+                          warn_share: float = 0.25) -> dict[str, dict]:
+  """Refuses a feature length that keeps less than 1/refuse_ratio of a typical example (a run
+  that would train on fragments); warns when `warn_share` or more of the examples are cut."""
+  stats = feature_length_stats(config)
+  for name, found in stats.items():
+    length = config.task_feature_lengths[name]
+    binding = f"TASK_FEATURE_LENGTHS[{name!r}]={length} (task {config.task}, split {config.split})"
+    if found["median_length"] > refuse_ratio * length:
+      raise gin_utils.BindingError(
+          f"{binding} keeps less than 1/{refuse_ratio:g} of a typical example (median "
+          f"{found['median_length']:.0f} tokens; {found['cut_share']:.0%} would be cut). "
+          "Make it longer.")
+    if found["cut_share"] >= warn_share:
+      logging.warning("%s cuts %.0f%% of the first examples (median %d tokens)", binding,
+                      100 * found["cut_share"], found["median_length"])
+  return stats
 
 
 class TrainBatches:

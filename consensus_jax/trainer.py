@@ -412,6 +412,7 @@ def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, tr
          total_steps, step_hook, console, writer, state_shardings,
          replicated) -> TrainResult:
   param_shardings = state_shardings.params
+  input_pipeline.check_feature_lengths(train_input)
   converter = objective.make_feature_converter(train_input.pack)
   batches = input_pipeline.TrainBatches(train_input, converter, mesh, start_position=position)
   step = int(state.step)

@@ -366,6 +366,20 @@ def test_bad_bindings_are_named_before_anything_runs(tmp_path, total_steps, over
   assert not any(tmp_path.iterdir())
 
 
+def test_feature_lengths_that_keep_only_fragments_are_refused(tmp_path, registered):
+  tiny = input_pipeline.InputConfig(task="consensus_sft_synthetic", batch_size=BATCH_SIZE,
+                                    task_feature_lengths={"inputs": 4, "targets": 2})
+  with pytest.raises(gin_utils.BindingError,
+                     match=r"TASK_FEATURE_LENGTHS\['inputs'\]=4 \(task consensus_sft_synthetic, "
+                           r"split train\) keeps less than 1/8 of a typical example \(median "
+                           r"\d+ tokens; 100% would be cut\)"):
+    _run(tmp_path, 2, train_input=tiny)
+  # The tests' own 96-token prompts cut most examples (a warning), but keep a good part of each.
+  stats = input_pipeline.check_feature_lengths(_input())
+  assert set(stats) == {"inputs", "targets"} and stats["inputs"]["cut_share"] > 0.5
+  assert 96 < stats["inputs"]["median_length"] < 8 * 96
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(batch_size=0), r"BATCH_SIZE \(InputConfig.batch_size\) must be >= 1, got 0"),
     (dict(task_feature_lengths={"inputs": 96, "targets": 0}),
