@@ -2,6 +2,7 @@
 glibc maps the large buffers XLA allocates. Both measured on the 2-core benchmark machine with
 `small` (see README, Benchmarks); neither changes results beyond float rounding.
 """
+import importlib.util
 import os
 import platform
 import sys
@@ -27,6 +28,21 @@ def compiler_options() -> dict:
           "xla_cpu_experimental_xnn_fusion_type": ""}
 
 
+# JAX's accelerator plugins: with one installed, the default backend is not the CPU.
+_ACCELERATOR_PLUGINS = ("libtpu", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                        "jax_rocm7_plugin")
+
+
+def backend_will_be_cpu() -> bool:
+  """Whether JAX's default backend will be the CPU, decided before JAX starts (starting it
+  would claim the accelerator in a process about to restart): JAX_PLATFORMS if set, else no
+  accelerator plugin installed."""
+  platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+  if platforms:
+    return platforms.split(",")[0].strip() == "cpu"
+  return not any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS)
+
+
 def reexec_with_tuned_malloc() -> None:
   """Restarts this process once with MALLOC_TUNABLES added to GLIBC_TUNABLES (glibc reads them
   only at start-up). Binaries and benchmarks call it first in their main.
@@ -37,10 +53,12 @@ def reexec_with_tuned_malloc() -> None:
   Keeping freed memory in the heap instead (one arena, no mmap, no trimming) removed the faults
   too, but some steps took twice as long while the heap grew, so it is not used.
 
-  A no-op off Linux/glibc, when GLIBC_TUNABLES already sets a malloc tunable, once done, and
-  when CONSENSUS_JAX_MALLOC_TUNING=0.
+  A no-op off Linux/glibc, when GLIBC_TUNABLES already sets a malloc tunable, once done, when
+  CONSENSUS_JAX_MALLOC_TUNING=0, and where the backend will not be the CPU (a TPU VM or GPU
+  host: there the host does not run the programs, and a restart would only cost start-up).
   """
   if (os.environ.get(_DONE_ENV) or os.environ.get(OPT_OUT_ENV) == "0"
+      or not backend_will_be_cpu()
       or sys.platform != "linux" or platform.libc_ver()[0] != "glibc"
       or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "")):
     return

@@ -40,3 +40,12 @@ def test_keeps_other_tunables_and_leaves_a_users_malloc_setting_alone():
 def test_opt_out():
   lines = _run({cpu_runtime.OPT_OUT_ENV: "0"})
   assert lines == ["start", "tunables= ['--flag=1']", "before=-"]
+
+
+def test_no_restart_where_the_backend_is_not_the_cpu():
+  # A TPU VM or GPU host: the restart would only cost start-up time.
+  for platforms in ("tpu", "cuda,cpu"):
+    lines = _run({"JAX_PLATFORMS": platforms})
+    assert lines == ["start", "tunables= ['--flag=1']", "before=-"], platforms
+  lines = _run({"JAX_PLATFORMS": "cpu"})
+  assert lines.count("start") == 2
