@@ -1,7 +1,9 @@
-"""Faults a long run meets: a bad record mid-stream ends the process (no hang), in one process
-and in two."""
+"""Faults a long run meets, against the train binary: a bad record mid-stream ends the process
+(no hang), in one process and in two; SIGKILL mid-save, then an exact resume from a complete
+step. (Damaged checkpoints and a second run on a live MODEL_DIR: tests/test_trainer.py.)"""
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -82,3 +84,33 @@ def test_a_bad_record_met_mid_stream_ends_the_run(tmp_path, data, processes):
   # The checkpoints written before the fault are intact.
   steps = sorted(int(p.name) for p in (model_dir / "checkpoints").glob("*") if p.name.isdigit())
   assert steps and steps[0] >= 2
+
+
+def test_kill_9_mid_save_then_resume(tmp_path, data):
+  """SIGKILL while checkpoints are being written (one every step, asynchronously): whatever was
+  half-written, the next run resumes from a complete step and finishes."""
+  model_dir = tmp_path / "run"
+  extra = ["--gin.train.checkpoint_every_steps=1", "--gin.train.log_every_steps=1000",
+           "--gin.partitioning.make_mesh.data=1", "--gin.partitioning.make_mesh.fsdp=1",
+           "--gin.partitioning.make_mesh.tensor=1"]
+  child = subprocess.Popen(
+      trainer_tests._binary_command(model_dir, data, "--gin.TRAIN_STEPS=100000", *extra),  # pylint: disable=protected-access
+      cwd=trainer_tests.REPO, env=trainer_tests._child_env(1),  # pylint: disable=protected-access
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    _wait_for_checkpoint(model_dir, [child], trainer_tests.CHILD_TIMEOUT_S)
+    time.sleep(3)  # several saves later, one of them in flight
+  finally:
+    child.kill()
+    child.wait()
+  committed = sorted(int(p.name) for p in (model_dir / "checkpoints").iterdir()
+                     if p.name.isdigit())
+  assert committed
+  target = max(committed) + 2
+  done = subprocess.run(
+      trainer_tests._binary_command(model_dir, data, f"--gin.TRAIN_STEPS={target}", *extra),  # pylint: disable=protected-access
+      cwd=trainer_tests.REPO, env=trainer_tests._child_env(1), capture_output=True, text=True,
+      timeout=trainer_tests.CHILD_TIMEOUT_S)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert re.search(r"Restored checkpoint step \d+", done.stderr), done.stderr[-3000:]
+  assert f"Done at step {target}" in done.stderr
