@@ -19,6 +19,7 @@ CORE = [
     "absl-py==2.5.1",
     "numpy>=2.0,<3",
     "matplotlib>=3.8",  # the studies' PNG plots
+    "pyyaml>=6.0",  # the GKE launcher's JobSet manifests
 ]
 
 EXTRAS = {
