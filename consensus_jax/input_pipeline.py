@@ -136,6 +136,9 @@ class TrainBatches:
     start, stop = process_rows(mesh, config.batch_size)
     if config.shard_source_per_process:
       shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
+      logging.info("process %d reads shard %d of %d of %s/%s (rows %d-%d of each global batch)",
+                   jax.process_index(), shard.index, shard.num_shards, config.task, config.split,
+                   start, stop - 1)
       ds = _dataset(config, converter, num_epochs=None, shuffle=config.shuffle, shard_info=shard)
       ds = ds.batch(stop - start, drop_remainder=True)
       self._rows = slice(None)

@@ -114,3 +114,33 @@ def test_kill_9_mid_save_then_resume(tmp_path, data):
   assert done.returncode == 0, done.stderr[-3000:]
   assert re.search(r"Restored checkpoint step \d+", done.stderr), done.stderr[-3000:]
   assert f"Done at step {target}" in done.stderr
+
+
+def test_local_multiprocess_script_trains_saves_and_resumes(tmp_path, data):
+  """launch/local_multiprocess.sh: two processes train 2 steps, each reading only its own shard
+  of the examples; both restart and resume to step 4; only process 0 logs steps."""
+  model_dir = tmp_path / "run"
+  env = dict(trainer_tests._child_env(1), NUM_PROCESSES="2", DEVICES_PER_PROCESS="1")  # pylint: disable=protected-access
+  for steps in (2, 4):
+    env["PORT"] = str(trainer_tests._free_port())  # pylint: disable=protected-access
+    done = subprocess.run(
+        ["bash", "launch/local_multiprocess.sh", "--gin_file=gin_configs/runs/sft.gin",
+         f"--gin_file={trainer_tests.TEST_GIN}", f"--gin.MODEL_DIR='{model_dir}'",
+         f"--gin.DATA_DIR='{data.rounds_dir}'", f"--gin.VOCAB_DIR='{data.vocab_dir}'",
+         f"--gin.TRAIN_STEPS={steps}", "--gin.train.checkpoint_every_steps=2",
+         "--gin.train/input_pipeline.InputConfig.shard_source_per_process=True",
+         "--gin.partitioning.make_mesh.data=2", "--gin.partitioning.make_mesh.fsdp=1",
+         "--gin.partitioning.make_mesh.tensor=1"],
+        cwd=trainer_tests.REPO, env=env, capture_output=True, text=True,
+        timeout=trainer_tests.CHILD_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    for process in (0, 1):
+      assert f"process {process} reads shard {process} of 2 of consensus_sft_synthetic/train" in (
+          output)
+    # Step lines come from process 0 only: one per step, not two.
+    assert output.count(f"step {steps}/{steps}") == 1, output[-3000:]
+  assert "Restored checkpoint step 2" in output
+  checkpoints = sorted(int(p.name) for p in (model_dir / "checkpoints").iterdir()
+                       if p.name.isdigit())
+  assert checkpoints == [2, 4]
