@@ -123,7 +123,7 @@ def test_convert_cli_writes_a_checkpoint_the_trainer_can_load(tmp_path):
 
   model = hf_fixtures.save_random_llama(tmp_path / "hf", num_heads=4, num_kv_heads=2)
   result = subprocess.run(
-      [sys.executable, "-m", "consensus_jax.models.convert_hf", f"--hf_dir={tmp_path / 'hf'}",
+      [sys.executable, "-m", "consensus_jax.convert_hf", f"--hf_dir={tmp_path / 'hf'}",
        f"--output_dir={tmp_path / 'out'}"], capture_output=True, text=True, timeout=300,
       env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
   assert result.returncode == 0, result.stderr[-2000:]

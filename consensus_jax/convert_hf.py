@@ -1,6 +1,6 @@
 r"""Converts a Hugging Face Llama directory into a params-only orbax checkpoint.
 
-    python -m consensus_jax.models.convert_hf --hf_dir=/path/to/llama --output_dir=/tmp/llama_ckpt
+    python -m consensus_jax.convert_hf --hf_dir=/path/to/llama --output_dir=/tmp/llama_ckpt
 
 Writes <output_dir>/params (the checkpoint; start a run from it with
 --gin.train.init_params_from="'<output_dir>/params'", or a reward model's backbone with
@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 
 
 def config_gin(config) -> str:
-  lines = ["# Written by consensus_jax.models.convert_hf.",
+  lines = ["# Written by consensus_jax.convert_hf.",
            "from consensus_jax.models import config", ""]
   for field in dataclasses.fields(config):
     lines.append(f"DecoderConfig.{field.name} = {getattr(config, field.name)!r}")
@@ -28,7 +28,7 @@ def config_gin(config) -> str:
 
 
 def convert(hf_dir: str, output_dir: str, unrolled: bool = False) -> pathlib.Path:
-  from consensus_jax import checkpointing
+  from consensus_jax import atomic_io, checkpointing
   from consensus_jax.models import hf_import, param_layout
 
   config, params = hf_import.from_hf(hf_dir)
@@ -38,7 +38,7 @@ def convert(hf_dir: str, output_dir: str, unrolled: bool = False) -> pathlib.Pat
   output = pathlib.Path(output_dir)
   output.mkdir(parents=True, exist_ok=True)
   checkpointing.save_params(output / "params", params)
-  (output / "model.gin").write_text(config_gin(config))
+  atomic_io.write_text(output / "model.gin", config_gin(config))
   return output
 
 
