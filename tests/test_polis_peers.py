@@ -1,0 +1,69 @@
+"""The Polis peers on a planted conversation: two camps vote by camp on camp-worded statements, so
+nearest participants and text similarity must find what the statements' agree rates cannot."""
+import numpy as np
+
+from consensus_jax.data import polis
+from consensus_jax.studies import polis_peers
+
+
+def _planted(num_participants=200, num_statements=30, seed=0, noise=0.1):
+  rng = np.random.default_rng(seed)
+  camp_P = rng.integers(0, 2, num_participants)
+  side_C = np.arange(num_statements) % 2
+  # Each camp agrees with its own side's statements (with some noise) and sees 60% of them.
+  agree_PC = (camp_P[:, None] == side_C[None, :]) ^ (rng.random((num_participants,
+                                                                   num_statements)) < noise)
+  seen_PC = rng.random((num_participants, num_statements)) < 0.6
+  votes_PC = np.where(seen_PC, np.where(agree_PC, polis.AGREE, polis.DISAGREE), 0).astype(np.int8)
+  words = ("trains buses cycling lanes", "parking roads drivers cars")
+  comments = {c: polis.Comment(c, f"We want more {words[side_C[c]]} number {c}", 0, 1, False)
+              for c in range(num_statements)}
+  return polis.Conversation("planted", "Transport", "", comments,
+                            np.arange(num_participants, dtype=np.int64),
+                            np.arange(num_statements, dtype=np.int64), votes_PC, seen_PC)
+
+
+def test_peers_find_a_planted_camp_structure():
+  result = polis_peers.evaluate_conversation(_planted())
+  assert result["votes"] > 500 and 0.4 < result["agree_share"] < 0.6
+  assert result["auc_chance"] == 0.5
+  # Every statement is liked by half the people: its agree rate carries almost nothing...
+  assert abs(result["auc_statement_agree_rate"] - 0.5) < 0.1
+  # ...the member's other votes do: their neighbours vote like them, and the words of the
+  # statements they agreed with are the candidate's words.
+  assert result["auc_neighbours"] > 0.85
+  assert result["auc_text_similarity"] > 0.85
+  assert result["auc_logistic_rate_and_member"] < 0.65
+
+
+def test_neighbours_ignore_the_target_vote_itself():
+  conversation = _planted(num_participants=60, noise=0.0)
+  table = polis_peers.VoteTable(conversation)
+  member, train = 0, np.arange(1, 60)
+  targets = np.flatnonzero(table.votes_PC[member] != 0)
+  scores = polis_peers.neighbour_scores(table, train, member, targets)
+  # Flipping the member's own vote on a target must not change that target's score.
+  flipped = polis_peers.VoteTable(conversation)
+  flipped.votes_PC[member, targets[0]] *= -1
+  again = polis_peers.neighbour_scores(flipped, train, member, targets)
+  assert scores[0] == again[0]
+  assert np.all(np.sign(scores) == table.votes_PC[member, targets])
+
+
+def test_the_run_gin_binds_the_eval_binarys_polis_peers_mode(tmp_path, shared_data_dir):
+  import gin
+
+  import consensus_jax.eval  # noqa: F401  (registers `evaluate`, as running the binary does)
+  from consensus_jax import gin_utils
+
+  gin.clear_config()
+  try:
+    gin_utils.parse_gin(["gin_configs/runs/polis_peers.gin"],
+                        [f"POLIS_DIR = '{shared_data_dir / 'polis'}'",
+                         f"OUTPUT_DIR = '{tmp_path}'",
+                         "polis_peers.report.conversations = ['london.youth.policing']"])
+    results = gin.query_parameter("evaluate.evaluation").scoped_configurable_fn()
+  finally:
+    gin.clear_config()
+  assert list(results) == ["london.youth.policing"]
+  assert (tmp_path / "polis_peers.md").read_text().count("| london.youth.policing |") == 1
