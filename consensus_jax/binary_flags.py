@@ -1,5 +1,5 @@
 """The flags every binary shares (gin files, overrides, search paths, multi-process), and the
-start-up they imply. Binaries: train, eval, infer."""
+start-up they imply. Binaries: train, eval, infer, collect."""
 import logging as python_logging
 import os
 import sys

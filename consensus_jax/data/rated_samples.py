@@ -23,10 +23,12 @@ def rater_rng(round_id: str, seed: int) -> np.random.Generator:
 
 def _ranking_from_ratings(candidate_ids: Sequence[str],
                           ratings: dict[str, int]) -> records.Ranking:
-  """Tiers of equal rating, best first: the ranking the ratings imply, with ties kept."""
+  """Tiers of equal rating, best first: the ranking the ratings imply, with ties kept
+  (candidates the member did not rate are left out of it)."""
   tiers: dict[int, list[str]] = {}
   for candidate_id in candidate_ids:
-    tiers.setdefault(ratings[candidate_id], []).append(candidate_id)
+    if candidate_id in ratings:
+      tiers.setdefault(ratings[candidate_id], []).append(candidate_id)
   return tuple(tuple(tiers[r]) for r in sorted(tiers, reverse=True))
 
 
