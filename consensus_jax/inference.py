@@ -38,17 +38,20 @@ def _string(value: Any, where: str, what: str) -> str:
   return value
 
 
+def _identifier(value: Any, where: str, what: str) -> str:
+  """An id as text: a non-empty string, or an integer read as its decimal text."""
+  if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+    raise DataError(f"{where}: {what} must be a non-empty string or an integer, got {value!r}")
+  return str(value)
+
+
 def _parse_group(obj: Any, where: str) -> Group:
   if not isinstance(obj, dict):
     raise DataError(f"{where}: a group must be a JSON object")
   for key in ("id", "question", "opinions"):
     if key not in obj:
       raise DataError(f"{where}: missing field {key!r}")
-  group_id = obj["id"]
-  if isinstance(group_id, bool) or not isinstance(group_id, (str, int)) or not str(
-      group_id).strip():
-    raise DataError(f"{where}: 'id' must be a non-empty string or an integer, got {group_id!r}")
-  group_id = str(group_id)
+  group_id = _identifier(obj["id"], where, "'id'")
   question = _string(obj["question"], where, f"group {group_id!r}: 'question'")
   opinions = obj["opinions"]
   if not isinstance(opinions, list) or len(opinions) < 2:
@@ -59,14 +62,12 @@ def _parse_group(obj: Any, where: str) -> Group:
   for i, opinion in enumerate(opinions):
     what = f"group {group_id!r}: opinion {i + 1}"
     if isinstance(opinion, dict):
-      pid = opinion.get("participant_id", f"m{i + 1}")
-      if isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
-        raise DataError(f"{where}: {what}: 'participant_id' must be a non-empty string, "
-                        f"got {pid!r}")
+      pid = _identifier(opinion.get("participant_id", f"m{i + 1}"), where,
+                        f"{what}: 'participant_id'")
       text = _string(opinion.get("text"), where, f"{what}: 'text'")
     else:
       pid, text = f"m{i + 1}", _string(opinion, where, what)
-    ids.append(str(pid))
+    ids.append(pid)
     texts.append(text)
   if len(set(ids)) != len(ids):
     raise DataError(f"{where}: group {group_id!r}: duplicate participant ids")
@@ -105,13 +106,20 @@ def read_groups(path: str | pathlib.Path) -> list[Group]:
   return groups
 
 
+def usable_prompt_buckets(policy_config: DecoderConfig,
+                          sampler: decoding.SamplerConfig) -> list[int]:
+  """The prompt buckets that leave room for the sampler's new tokens in the policy's context."""
+  limit = policy_config.max_seq_len - sampler.max_new_tokens
+  return [b for b in sampler.prompt_buckets if b <= limit]
+
+
 def policy_prompt_batch(vocabulary: seqio.Vocabulary, groups: Sequence[Group],
                         policy_config: DecoderConfig, sampler: decoding.SamplerConfig):
   """The groups' policy prompts as the sampler takes them: (tokens_BP, lengths_B), right-padded
   to a prompt bucket. Ids come from prompts.policy_prompt_ids, the framing SFT trained on."""
   ids = [prompts.policy_prompt_ids(vocabulary, g.question, g.opinions) for g in groups]
   limit = policy_config.max_seq_len - sampler.max_new_tokens
-  buckets = [b for b in sampler.prompt_buckets if b <= limit]
+  buckets = usable_prompt_buckets(policy_config, sampler)
   if not buckets:
     raise ValueError(f"no prompt bucket of {sampler.prompt_buckets} leaves room for "
                      f"{sampler.max_new_tokens} new tokens within max_seq_len "

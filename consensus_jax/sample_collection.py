@@ -31,8 +31,7 @@ class CollectionError(ValueError):
 
 
 def _fits(vocabulary, round_: records.Round, policy_config, sampler) -> bool:
-  limit = policy_config.max_seq_len - sampler.max_new_tokens
-  largest = max([b for b in sampler.prompt_buckets if b <= limit], default=0)
+  largest = max(inference.usable_prompt_buckets(policy_config, sampler), default=0)
   ids = prompts.policy_prompt_ids(vocabulary, round_.question.text,
                                   [o.text for o in round_.opinions])
   return len(ids) <= largest

@@ -20,3 +20,12 @@ def binary_argv(binary: str, args: Sequence[str], multiprocess: bool = True) -> 
 def shell_line(argv: Sequence[str]) -> str:
   """argv as one POSIX shell line that a remote bash splits back into exactly argv."""
   return shlex.join(argv)
+
+
+def split_at_double_dash(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """(the launcher's own flags, the binary's flags): everything after the first `--` is the
+  binary's."""
+  argv = list(argv)
+  if "--" not in argv:
+    return argv, []
+  return argv[:argv.index("--")], argv[argv.index("--") + 1:]

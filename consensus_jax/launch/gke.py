@@ -72,8 +72,7 @@ def jobset(name: str, topology: topologies.Topology, image: str, model_dir: str,
 
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  ours, binary_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (
-      argv, [])
+  ours, binary_args = command.split_at_double_dash(argv)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--name", required=True, help="JobSet name (a DNS label)")
   parser.add_argument("--accelerator_type", required=True, help="e.g. v5p-128, v6e-16")

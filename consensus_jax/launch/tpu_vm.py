@@ -82,8 +82,7 @@ def _git(*args: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
-  ours, binary_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (
-      argv, [])
+  ours, binary_args = command.split_at_double_dash(argv)
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--name", required=True)
   parser.add_argument("--zone", required=True)
