@@ -14,8 +14,9 @@ count; `InputConfig.shard_source_per_process=True` instead gives each process it
 the examples (seqio ShardInfo), for data too large to read on every host.
 """
 import dataclasses
+import pathlib
 import re
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 import gin
 import jax
@@ -190,7 +191,6 @@ def register_synthetic_tasks(data_dir: str, vocab_dir: str, vocab_size: int = 80
 
   The vocabulary is trained into vocab_dir on first use (seconds) and loaded after that.
   """
-  import pathlib
 
   from consensus_jax.data import records, tasks
   from consensus_jax.data import vocab
@@ -207,3 +207,60 @@ def register_synthetic_tasks(data_dir: str, vocab_dir: str, vocab_size: int = 80
   vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size=vocab_size)
   tasks.register_tasks(data_dir, vocabulary, polis_dir=polis_dir)
   return vocabulary
+
+
+@gin.configurable
+def register_polis_tasks(polis_dir: str, vocab_dir: str, vocab_size: int = 8000,
+                         train_conversations: Optional[Sequence[str]] = None,
+                         heldout_conversations: Sequence[str] = (),
+                         heldout_fold: Optional[int] = None, num_folds: int = 3,
+                         existing_share: float = 0.5, heldout_fraction: float = 0.2,
+                         seed: int = 0) -> seqio.Vocabulary:
+  """Registers the Polis reward model's task (tasks.register_polis_votes_task) over the
+  conversation folders in polis_dir; returns the vocabulary (trained into vocab_dir on first use).
+
+  Conversations held out from training: `heldout_conversations`, or with `heldout_fold` = f the
+  f-th of `num_folds` folds (polis.folds); training uses `train_conversations`, by default
+  every other folder.
+  """
+  from consensus_jax.data import polis, tasks, vocab
+
+  names = polis.existing_conversation_names(polis_dir,
+                                            "register_polis_tasks.polis_dir (POLIS_DIR)")
+  if heldout_fold is not None:
+    folds = polis.folds(names, num_folds)
+    if not 0 <= heldout_fold < len(folds):
+      raise gin_utils.BindingError(
+          f"register_polis_tasks.heldout_fold={heldout_fold}: there are {len(folds)} folds "
+          f"(num_folds={num_folds} over {len(names)} conversations)")
+    heldout_conversations = folds[heldout_fold]
+  for binding, chosen in (("heldout_conversations", heldout_conversations),
+                          ("train_conversations", train_conversations or ())):
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+      raise gin_utils.BindingError(
+          f"register_polis_tasks.{binding}: {unknown} not among the conversations in "
+          f"{polis_dir} ({', '.join(names)})")
+  if train_conversations is None:
+    train_conversations = [n for n in names if n not in set(heldout_conversations)]
+  if not train_conversations:
+    raise gin_utils.BindingError("register_polis_tasks: no conversation left to train on")
+  if not 0.0 <= existing_share <= 1.0:
+    raise gin_utils.BindingError(
+        f"register_polis_tasks.existing_share={existing_share} is not a share in [0, 1]")
+  cache: dict[str, polis.Conversation] = {}
+
+  def load(chosen):
+    for name in chosen:
+      if name not in cache:
+        cache[name] = polis.load_conversation(pathlib.Path(polis_dir) / name)
+    return [cache[name] for name in chosen]
+
+  load(list(train_conversations) + list(heldout_conversations))  # bad folders fail here
+  vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size=vocab_size)
+  tasks.register_polis_votes_task(
+      load, vocabulary, train_conversations=list(train_conversations),
+      heldout_conversations=list(heldout_conversations), existing_share=existing_share,
+      heldout_fraction=heldout_fraction, seed=seed)
+  return vocabulary
+

@@ -1,5 +1,6 @@
 """polis.py and polis_examples.py on the real conversations, and on corrupted copies."""
 import csv
+import dataclasses
 import shutil
 
 import numpy as np
@@ -193,6 +194,14 @@ def test_vote_examples_use_only_other_votes(conversations):
     assert example.weight == (0.25 if example.vote == 0 else 1.0)
     assert example.candidate not in example.prefix  # the target's own vote never leaks
     for line in example.prefix.splitlines()[1:]:
+      if line.startswith("I agree with "):  # the member's agree share over their other votes
+        others_C = np.delete(conversation.votes_PC[p] * conversation.seen_PC[p], c)
+        candidates_C = np.delete(np.array([conversation.comments[int(i)].is_candidate
+                                           for i in conversation.comment_ids]), c)
+        agree, disagree = ((others_C == 1) & candidates_C).sum(), ((others_C == -1) & candidates_C).sum()
+        share = (agree + 1) / (agree + disagree + 2)
+        assert line == f"I agree with {int(round(10 * share))} in 10 statements."
+        continue
       stance, text = line.split(": ", 1)
       other = by_text[text]
       assert other.id != example.comment_id
@@ -201,6 +210,39 @@ def test_vote_examples_use_only_other_votes(conversations):
   assert any("I disagree" in e.prefix for e in examples)
   votes = np.array([e.vote for e in examples])
   assert (votes == 1).any() and (votes == -1).any() and (votes == 0).any()
+
+
+def test_existing_statement_examples_summarise_others_only(conversations):
+  conversation = conversations["15-per-hour-seattle"]
+  split = polis_examples.split_participants(conversation, heldout_fraction=0.2)
+  member = int(split["heldout"][0])
+  row = int(np.flatnonzero(conversation.participant_ids == member)[0])
+  examples = list(polis_examples.vote_examples(conversation, [member], others=split["train"],
+                                               existing_share=1.0, min_context_votes=0))
+  assert examples and all(e.existing for e in examples)
+  train_rows = np.flatnonzero(np.isin(conversation.participant_ids, split["train"]))
+  for example in examples:
+    c = conversation.column_of(example.comment_id)
+    votes_P = conversation.votes_PC[train_rows, c] * conversation.seen_PC[train_rows, c]
+    everyone = ((votes_P == 1).sum() + 1) / ((votes_P != 0).sum() + 2)
+    assert example.candidate.startswith(f"Everyone: {int(round(10 * everyone))} in 10 agree. "
+                                        "People like me: ")
+    assert example.candidate.endswith(" ".join(conversation.comments[example.comment_id]
+                                               .text.split()))
+  # The member's own vote on a target never reaches that target's summary (the rest of their
+  # votes may: they say who votes like them).
+  changed = 0
+  for t, example in enumerate(examples[:6]):
+    c = conversation.column_of(example.comment_id)
+    flipped = dataclasses.replace(conversation, votes_PC=conversation.votes_PC.copy())
+    flipped.votes_PC[row, c] = 1 if flipped.votes_PC[row, c] != 1 else -1
+    again = list(polis_examples.vote_examples(flipped, [member], others=split["train"],
+                                              existing_share=1.0, min_context_votes=0))
+    assert again[t].candidate == example.candidate
+    changed += again[t].label != example.label
+  assert changed == 6
+  new = list(polis_examples.vote_examples(conversation, [member], min_context_votes=0))
+  assert not any(e.existing or "Everyone:" in e.candidate for e in new)
 
 
 def test_heldout_participants_are_disjoint_and_deterministic(conversations):

@@ -2,7 +2,7 @@
 nearest participants and text similarity must find what the statements' agree rates cannot."""
 import numpy as np
 
-from consensus_jax.data import polis
+from consensus_jax.data import polis, polis_votes
 from consensus_jax.studies import polis_peers
 
 
@@ -38,14 +38,14 @@ def test_peers_find_a_planted_camp_structure():
 
 def test_neighbours_ignore_the_target_vote_itself():
   conversation = _planted(num_participants=60, noise=0.0)
-  table = polis_peers.VoteTable(conversation)
+  table = polis_votes.VoteTable(conversation)
   member, train = 0, np.arange(1, 60)
   targets = np.flatnonzero(table.votes_PC[member] != 0)
-  scores = polis_peers.neighbour_scores(table, train, member, targets)
+  scores = polis_votes.neighbour_scores(table, train, member, targets)
   # Flipping the member's own vote on a target must not change that target's score.
-  flipped = polis_peers.VoteTable(conversation)
+  flipped = polis_votes.VoteTable(conversation)
   flipped.votes_PC[member, targets[0]] *= -1
-  again = polis_peers.neighbour_scores(flipped, train, member, targets)
+  again = polis_votes.neighbour_scores(flipped, train, member, targets)
   assert scores[0] == again[0]
   assert np.all(np.sign(scores) == table.votes_PC[member, targets])
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from consensus_jax.data import polis
 from consensus_jax.data import polis_examples
+from consensus_jax.data import polis_votes
 from consensus_jax.data import prompts
 from consensus_jax.data import records
 
@@ -102,18 +103,29 @@ def pairwise_examples(rounds: Iterable[records.Round], pairs_per_member: int = 8
 
 def polis_vote_text_examples(conversations: Iterable[polis.Conversation], split: str,
                              heldout_fraction: float = 0.2, pass_weight: float = 0.0,
-                             seed: int = 0) -> Iterator[dict]:
+                             seed: int = 0, existing_share: float = 0.0,
+                             shuffle_members: bool = False) -> Iterator[dict]:
   """Polis votes as RM examples; split 'train' / 'heldout' picks participants, 'all' keeps all.
 
-  Passes with weight 0 are dropped (they would carry no loss).
+  Passes with weight 0 are dropped (they would carry no loss). `existing_share` of the examples
+  carry other participants' votes on the candidate (polis_examples.vote_examples), summarised
+  over the conversation's training participants (a training member's own votes left out).
+  shuffle_members: visit the members of all conversations in one seeded random order, so that a
+  shuffle buffer mixes conversations (training); otherwise conversation by conversation.
   """
-  for conversation in conversations:
-    participants = None
-    if split != "all":
-      participants = polis_examples.split_participants(
-          conversation, heldout_fraction, seed)[split]
-    for example in polis_examples.vote_examples(conversation, participants,
-                                                pass_weight=pass_weight, seed=seed):
+  conversations = list(conversations)
+  tables = [polis_votes.VoteTable(c) for c in conversations]
+  splits = [polis_examples.split_participants(c, heldout_fraction, seed) for c in conversations]
+  plan = []  # (conversation index, member row)
+  for i, conversation in enumerate(conversations):
+    wanted = conversation.participant_ids if split == "all" else splits[i][split]
+    plan += [(i, row) for row in np.flatnonzero(np.isin(conversation.participant_ids, wanted))]
+  if shuffle_members:
+    plan = [plan[j] for j in np.random.default_rng(seed).permutation(len(plan))]
+  for i, row in plan:
+    for example in polis_examples.vote_examples(
+        conversations[i], member_order=[row], others=splits[i]["train"],
+        existing_share=existing_share, pass_weight=pass_weight, seed=seed, table=tables[i]):
       if example.weight > 0:
         yield {"inputs": example.prefix, "targets": prompts.rm_suffix(example.candidate),
                "label": example.label, "weight": example.weight}

@@ -216,6 +216,25 @@ def conversation_names(polis_dir: str | os.PathLike | None = None) -> list[str]:
   return sorted(p.name for p in root.iterdir() if p.is_dir())
 
 
+def existing_conversation_names(polis_dir: str | os.PathLike, what: str) -> list[str]:
+  """The conversation folders in `polis_dir` (named by `what` in errors); at least one."""
+  root = pathlib.Path(polis_dir)
+  if not root.is_dir():
+    raise DataError(f"{what}: {root} is not a directory")
+  names = conversation_names(root)
+  if not names:
+    raise DataError(f"{what}: {root} holds no Polis conversation folders (each holds "
+                    "comments.csv and participants-votes.csv)")
+  return names
+
+
+def folds(names, num_folds: int) -> list[list[str]]:
+  """Conversations in folds for leave-conversations-out evaluation: sorted by name, the i-th
+  to fold i % num_folds."""
+  ordered = sorted(names)
+  return [ordered[f::num_folds] for f in range(min(num_folds, len(ordered)))]
+
+
 def load_all(polis_dir: str | os.PathLike | None = None) -> dict[str, Conversation]:
   root = pathlib.Path(polis_dir) if polis_dir is not None else paths.polis_dir()
   return {name: load_conversation(root / name) for name in conversation_names(root)}

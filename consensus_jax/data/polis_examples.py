@@ -1,9 +1,14 @@
 """Reward-model examples and selection groups built from a Polis conversation's real votes.
 
 RM example: predict a member's vote on one statement from their votes on OTHER statements
-(a few they agreed and disagreed with, plus self-descriptions they agreed with, rendered by
-prompts.polis_rm_prefix). Held-out participants ("a new person on a known topic") come from a
-deterministic per-conversation split.
+(a few they agreed and disagreed with, their agree share, plus self-descriptions they agreed
+with, rendered by prompts.polis_rm_prefix). Two modes (prompts.polis_rm_candidate):
+  new statement       nobody has voted on the candidate: the statement's text alone;
+  existing statement  the candidate also carries how other participants voted on it (everyone,
+                      and the ones who vote most like the member; polis_votes.summarise), from
+                      `others` only, which never holds the member.
+Held-out participants ("a new person on a known topic") come from a deterministic
+per-conversation split.
 
 Selection group: a candidate set of statements and members who voted on every one of them,
 so a selection rule can be scored against the members' real votes.
@@ -15,6 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from consensus_jax.data import polis
+from consensus_jax.data import polis_votes
 from consensus_jax.data import prompts
 
 VOTE_LABELS = {polis.AGREE: 1.0, polis.DISAGREE: 0.0, polis.PASS: 0.5}
@@ -30,6 +36,7 @@ class VoteExample:
   vote: int  # 1 agree, -1 disagree, 0 pass
   label: float  # 1.0 agree, 0.0 disagree, 0.5 pass
   weight: float  # 1.0, or pass_weight for a pass
+  existing: bool = False  # the candidate carries others' votes on it (existing-statement mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,43 +64,81 @@ def _texts(conversation: polis.Conversation, columns) -> list[str]:
   return [conversation.comments[int(conversation.comment_ids[c])].text for c in columns]
 
 
+def member_prefix(conversation: polis.Conversation, table: polis_votes.VoteTable, row: int,
+                  excluded_C: np.ndarray, rng: np.random.Generator, *, max_agreed: int = 3,
+                  max_disagreed: int = 3, max_about_me: int = 3) -> tuple[str, int]:
+  """The RM's member prefix for participant row `row` from their votes on every candidate
+  statement except the `excluded_C` columns (the target, or a selection's whole candidate set):
+  a random few they agreed and disagreed with, their agree share, self-descriptions they agreed
+  with. Returns (prefix, the number of agree / disagree votes it could draw on)."""
+  seen_C, votes_C = conversation.seen_PC[row], conversation.votes_PC[row]
+  usable_C = seen_C & table.candidate_C
+  usable_C[np.asarray(excluded_C, np.int64)] = False
+  agreed = np.flatnonzero(usable_C & (votes_C == polis.AGREE))
+  disagreed = np.flatnonzero(usable_C & (votes_C == polis.DISAGREE))
+  about_me = np.flatnonzero(seen_C & (votes_C == polis.AGREE) & table.about_me_C)[:max_about_me]
+  chosen_agreed = np.sort(rng.permutation(agreed)[:max_agreed])
+  chosen_disagreed = np.sort(rng.permutation(disagreed)[:max_disagreed])
+  share = (len(agreed) + 1) / (len(agreed) + len(disagreed) + 2)  # as VoteTable.member_rate_loo
+  prefix = prompts.polis_rm_prefix(
+      conversation.topic, _texts(conversation, chosen_agreed),
+      _texts(conversation, chosen_disagreed), _texts(conversation, about_me),
+      member_agree_share=share)
+  return prefix, len(agreed) + len(disagreed)
+
+
 def vote_examples(conversation: polis.Conversation, participant_ids=None, *,
+                  others=None, existing_share: float = 0.0,
                   max_agreed: int = 3, max_disagreed: int = 3, max_about_me: int = 3,
                   min_context_votes: int = 2, pass_weight: float = 0.0,
-                  seed: int = 0) -> Iterator[VoteExample]:
-  """One example per (member, candidate statement) vote, in matrix order.
+                  seed: int = 0, table: polis_votes.VoteTable | None = None,
+                  member_order=None) -> Iterator[VoteExample]:
+  """One example per (member, candidate statement) vote, member by member.
 
   Members with fewer than `min_context_votes` agree/disagree votes besides the target are
   skipped: there is nothing to personalise on. Passes are kept with weight `pass_weight`.
+  others: participant ids whose votes summarise each candidate in existing-statement mode (the
+    member is always left out of them); `existing_share` of the examples, chosen by a seeded
+    draw, are rendered that way (1.0: all; 0.0: none, the new-statement mode).
+  member_order: the rows of the members to visit, in order (default: matrix order).
   """
-  candidate_C = np.array([conversation.comments[int(c)].is_candidate
-                          for c in conversation.comment_ids])
-  about_me_C = np.array([conversation.comments[int(c)].is_self_description
-                         for c in conversation.comment_ids])
-  wanted = None if participant_ids is None else set(int(p) for p in participant_ids)
-  for p, participant_id in enumerate(conversation.participant_ids):
-    if wanted is not None and int(participant_id) not in wanted:
+  if existing_share > 0 and others is None:
+    raise ValueError("vote_examples: existing-statement examples need `others`")
+  table = table or polis_votes.VoteTable(conversation)
+  others_P = (None if others is None else
+              np.flatnonzero(np.isin(conversation.participant_ids, np.asarray(others))))
+  if member_order is not None:
+    rows = np.asarray(member_order)
+  elif participant_ids is None:
+    rows = np.arange(len(conversation.participant_ids))
+  else:
+    rows = np.flatnonzero(np.isin(conversation.participant_ids, np.asarray(participant_ids)))
+  for p in rows:
+    votes_C = conversation.votes_PC[p]
+    targets_T = np.flatnonzero(conversation.seen_PC[p] & table.candidate_C)
+    if not len(targets_T):
       continue
-    seen_C, votes_C = conversation.seen_PC[p], conversation.votes_PC[p]
-    agreed = np.flatnonzero(seen_C & (votes_C == polis.AGREE) & candidate_C)
-    disagreed = np.flatnonzero(seen_C & (votes_C == polis.DISAGREE) & candidate_C)
-    about_me = np.flatnonzero(seen_C & (votes_C == polis.AGREE) & about_me_C)[:max_about_me]
     rng = _conversation_rng(conversation, seed, p)
-    for target in np.flatnonzero(seen_C & candidate_C):
-      other_agreed = rng.permutation(agreed[agreed != target])[:max_agreed]
-      other_disagreed = rng.permutation(disagreed[disagreed != target])[:max_disagreed]
-      if len(other_agreed) + len(other_disagreed) < min_context_votes:
+    existing_T = rng.random(len(targets_T)) < existing_share
+    summary = None
+    if existing_T.any():
+      summary = polis_votes.summarise(table, int(p), targets_T, others_P[others_P != p])
+    for t, target in enumerate(targets_T):
+      prefix, context_votes = member_prefix(
+          conversation, table, int(p), np.array([target]), rng, max_agreed=max_agreed,
+          max_disagreed=max_disagreed, max_about_me=max_about_me)
+      if context_votes < min_context_votes:
         continue
       vote = int(votes_C[target])
       comment_id = int(conversation.comment_ids[target])
+      text = conversation.comments[comment_id].text
+      candidate = (prompts.polis_rm_candidate(text, summary.everyone_T[t], summary.similar_T[t])
+                   if existing_T[t] else prompts.polis_rm_candidate(text))
       yield VoteExample(
-          conversation=conversation.name, participant_id=int(participant_id),
-          comment_id=comment_id,
-          prefix=prompts.polis_rm_prefix(
-              conversation.topic, _texts(conversation, np.sort(other_agreed)),
-              _texts(conversation, np.sort(other_disagreed)), _texts(conversation, about_me)),
-          candidate=conversation.comments[comment_id].text, vote=vote,
-          label=VOTE_LABELS[vote], weight=pass_weight if vote == polis.PASS else 1.0)
+          conversation=conversation.name, participant_id=int(conversation.participant_ids[p]),
+          comment_id=comment_id, prefix=prefix, candidate=candidate, vote=vote,
+          label=VOTE_LABELS[vote], weight=pass_weight if vote == polis.PASS else 1.0,
+          existing=bool(existing_T[t]))
 
 
 def selection_groups(conversation: polis.Conversation, *, num_groups: int,

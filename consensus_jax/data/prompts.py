@@ -59,17 +59,38 @@ def rm_prompt(question: str, member_opinion: str, candidate: str) -> str:
 
 
 def polis_rm_prefix(topic: str, agreed: Sequence[str], disagreed: Sequence[str],
-                    about_me: Sequence[str] = ()) -> str:
+                    about_me: Sequence[str] = (), member_agree_share: float | None = None) -> str:
   """The member part for Polis: their votes on other statements stand in for an opinion.
 
-  `about_me` holds self-descriptions the member agreed with ("I live in a town").
+  `about_me` holds self-descriptions the member agreed with ("I live in a town");
+  `member_agree_share`, the share of their other agree / disagree votes that agree.
   """
   lines = [f"Question: {topic.strip()}"]
   if about_me:
     lines.append("About me: " + " ".join(_sentence(s) for s in about_me))
+  if member_agree_share is not None:
+    lines.append(f"I agree with {_in_ten(member_agree_share)} in 10 statements.")
   lines += [f"I agree: {_sentence(s)}" for s in agreed]
   lines += [f"I disagree: {_sentence(s)}" for s in disagreed]
   return "\n".join(lines) + "\n"
+
+
+def polis_rm_candidate(statement: str, everyone_agree_share: float | None = None,
+                       similar_agree_share: float | None = None) -> str:
+  """A Polis statement as the RM's candidate. In existing-statement mode the shares of other
+  participants (never the group's members) who agreed with it come first, as "k in 10", so that
+  cutting a long statement never cuts them: everyone's, and that of the participants who vote
+  most like the member (polis_votes.summarise). In new-statement mode, the statement alone."""
+  lines = []
+  if everyone_agree_share is not None:
+    lines.append(f"Everyone: {_in_ten(everyone_agree_share)} in 10 agree.")
+  if similar_agree_share is not None:
+    lines.append(f"People like me: {_in_ten(similar_agree_share)} in 10 agree.")
+  return " ".join(lines + [_sentence(statement)])
+
+
+def _in_ten(share: float) -> int:
+  return int(round(10 * min(max(float(share), 0.0), 1.0)))
 
 
 def _sentence(text: str) -> str:

@@ -10,6 +10,9 @@ Tasks (their splits are the evaluation sets too):
                                    candidate_lengths, labels
   consensus_rm_polis               inputs, targets, label, weight     train / heldout_participants
                                                                       / validation
+  consensus_rm_polis_votes         inputs, targets, label, weight     train / heldout_participants
+                                   (Polis only; register_polis_votes_  / heldout_conversations
+                                   task: both modes, chosen conversations)
 Mixtures:
   consensus_rm_pointwise           synthetic ratings + Polis votes (splits shared by both: train)
 
@@ -37,6 +40,8 @@ RM_RATINGS_TASK = "consensus_rm_synthetic_ratings"
 RM_PAIRWISE_TASK = "consensus_rm_synthetic_pairwise"
 RM_LISTS_TASK = "consensus_rm_synthetic_lists"
 RM_POLIS_TASK = "consensus_rm_polis"
+RM_POLIS_VOTES_TASK = "consensus_rm_polis_votes"
+POLIS_VOTES_SPLITS = ("train", "heldout_participants", "heldout_conversations")
 RM_POINTWISE_MIXTURE = "consensus_rm_pointwise"
 SYNTHETIC_SPLITS = question_bank.SPLITS
 POLIS_SPLITS = ("train", "heldout_participants", "validation")
@@ -174,3 +179,29 @@ def register_tasks(rounds: str | os.PathLike | RoundsFn, vocabulary: seqio.Vocab
                     pointwise_signature, POLIS_SPLITS), pointwise_features)
   seqio.MixtureRegistry.add(RM_POINTWISE_MIXTURE, [(RM_RATINGS_TASK, 1.0), (RM_POLIS_TASK, 1.0)])
   return names + [RM_POLIS_TASK, RM_POINTWISE_MIXTURE]
+
+
+def register_polis_votes_task(conversations: Callable[[Sequence[str]], list[polis.Conversation]],
+                              vocabulary: seqio.Vocabulary, *, train_conversations: Sequence[str],
+                              heldout_conversations: Sequence[str] = (),
+                              existing_share: float = 0.5, heldout_fraction: float = 0.2,
+                              seed: int = 0) -> str:
+  """The Polis reward model's own task: votes of the training participants of
+  `train_conversations` (split train, members in one shuffled order), of their held-out
+  participants (heldout_participants), and of the held-out participants of
+  `heldout_conversations`, which training never sees (heldout_conversations; the rows
+  studies/polis_peers scores its peers on). `existing_share` of every split's examples carry
+  other participants' votes on the candidate (existing-statement mode), the rest do not.
+  conversations: names -> loaded conversations."""
+  pointwise_signature = {"inputs": _TEXT, "targets": _TEXT, "label": _SCALAR, "weight": _SCALAR}
+
+  def make_examples(split: str):
+    names = heldout_conversations if split == "heldout_conversations" else train_conversations
+    participants = "train" if split == "train" else "heldout"
+    return examples_lib.polis_vote_text_examples(
+        conversations(names), participants, heldout_fraction, seed=seed,
+        existing_share=existing_share, shuffle_members=split == "train")
+
+  _add_task(RM_POLIS_VOTES_TASK, _source(make_examples, pointwise_signature, POLIS_VOTES_SPLITS),
+            _output_features(vocabulary, "inputs", ["targets"], ["label", "weight"]))
+  return RM_POLIS_VOTES_TASK

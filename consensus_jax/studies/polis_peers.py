@@ -27,6 +27,7 @@ import numpy as np
 
 from consensus_jax import atomic_io, rm_metrics
 from consensus_jax.data import polis, polis_examples
+from consensus_jax.data.polis_votes import VoteTable, neighbour_scores
 
 EXISTING_STATEMENT_PEERS = ("chance", "statement_agree_rate", "member_agree_rate",
                             "logistic_rate_and_member", "neighbours", "text_similarity")
@@ -77,67 +78,29 @@ def _fit_logistic(features_RF: np.ndarray, labels_R: np.ndarray, l2: float = 1e-
   return w_F
 
 
-class VoteTable:
-  """Agree (+1) / disagree (-1) / no vote (0) of a conversation's participants, passes dropped,
-  restricted to candidate statements."""
-
-  def __init__(self, conversation: polis.Conversation):
-    self.conversation = conversation
-    candidate_C = np.array([conversation.comments[int(c)].is_candidate
-                            for c in conversation.comment_ids])
-    voted_PC = conversation.seen_PC & (conversation.votes_PC != polis.PASS) & candidate_C
-    self.votes_PC = np.where(voted_PC, conversation.votes_PC, 0).astype(np.float64)
-
-  def member_rate_loo(self, rows_P: np.ndarray) -> np.ndarray:
-    """[len(rows), C]: each member's agree rate over their votes other than that statement."""
-    votes_PC = self.votes_PC[rows_P]
-    agree_P = (votes_PC > 0).sum(1, keepdims=True)
-    count_P = (votes_PC != 0).sum(1, keepdims=True)
-    own_agree_PC = (votes_PC > 0).astype(np.float64)
-    own_count_PC = (votes_PC != 0).astype(np.float64)
-    return (agree_P - own_agree_PC + 1) / (count_P - own_count_PC + 2)
-
-  def statement_rate(self, rows_P: np.ndarray, leave_out_self: bool = False) -> np.ndarray:
-    """[len(rows), C] (leave_out_self) or [C]: agree rate of the statement among `rows_P`."""
-    votes_PC = self.votes_PC[rows_P]
-    agree_C, count_C = (votes_PC > 0).sum(0), (votes_PC != 0).sum(0)
-    if not leave_out_self:
-      return (agree_C + 1) / (count_C + 2)
-    return (agree_C - (votes_PC > 0) + 1) / (count_C - (votes_PC != 0) + 2)
-
-
-def neighbour_scores(table: VoteTable, train_P: np.ndarray, member: int, targets_T: np.ndarray,
-                     k: int = 20, min_overlap: int = 3) -> np.ndarray:
-  """For one held-out member: the mean vote on each target of the k training participants most
-  similar to the member on the statements both voted on (excluding that target), weighted by
-  that similarity."""
-  votes_C = table.votes_PC[member]
-  others_PC = table.votes_PC[train_P]
-  # Agreement and overlap over all of the member's votes, then each target's own term removed.
-  products_P = others_PC @ votes_C
-  overlap_P = (others_PC != 0).astype(np.float64) @ (votes_C != 0).astype(np.float64)
-  others_TP = others_PC[:, targets_T].T
-  mine_T = votes_C[targets_T]
-  overlap_TP = overlap_P[None, :] - ((others_TP != 0) & (mine_T[:, None] != 0))
-  agreement_TP = (products_P[None, :] - others_TP * mine_T[:, None]) / np.maximum(overlap_TP, 1)
-  eligible_TP = (others_TP != 0) & (overlap_TP >= min_overlap)
-  ranked_TP = np.where(eligible_TP, agreement_TP, -np.inf)
-  nearest_TK = np.argsort(-ranked_TP, axis=1, kind="stable")[:, :k]
-  chosen_TK = np.take_along_axis(eligible_TP, nearest_TK, axis=1)
-  weights_TK = np.where(chosen_TK, np.maximum(
-      np.take_along_axis(agreement_TP, nearest_TK, axis=1), 0) + 1e-3, 0.0)
-  votes_TK = np.take_along_axis(others_TP, nearest_TK, axis=1)
-  total_T = weights_TK.sum(1)
-  return np.where(total_T > 0, (weights_TK * votes_TK).sum(1) / np.maximum(total_T, 1e-12), 0.0)
+# (conversation, member row, target columns, training participant ids) -> a score per target.
+MemberScorer = Callable[[polis.Conversation, int, np.ndarray, np.ndarray], np.ndarray]
 
 
 def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: float = 0.2,
-                          seed: int = 0, k: int = 20) -> dict[str, float]:
-  """AUC of every peer on the conversation's held-out participants' agree / disagree votes."""
+                          seed: int = 0, k: int = 20, max_votes: int | None = None,
+                          extra_scorers: dict[str, MemberScorer] | None = None
+                          ) -> dict[str, float]:
+  """AUC of every peer on the conversation's held-out participants' agree / disagree votes.
+
+  max_votes: keep held-out members, in a seeded random order, until this many votes are in.
+  extra_scorers: more predictors (the reward model) scored on exactly the same votes, as
+    auc_<name>.
+  """
   table = VoteTable(conversation)
   split = polis_examples.split_participants(conversation, heldout_fraction, seed)
   train_P = np.flatnonzero(np.isin(conversation.participant_ids, split["train"]))
   heldout_P = np.flatnonzero(np.isin(conversation.participant_ids, split["heldout"]))
+  if max_votes is not None:
+    order = np.random.default_rng(seed).permutation(heldout_P)
+    cumulative = np.cumsum((table.votes_PC[order] != 0).sum(1))
+    heldout_P = np.sort(order[:int(np.searchsorted(cumulative, max_votes)) + 1])
+  extra_scorers = extra_scorers or {}
   bow_CV = _bag_of_words_C(conversation)
 
   statement_rate_C = table.statement_rate(train_P)
@@ -146,7 +109,8 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
                           _logit(table.member_rate_loo(train_P)[train_rows])], axis=1)
   logistic_F = _fit_logistic(features_RF, (table.votes_PC[train_P][train_rows] > 0).astype(float))
 
-  scores: dict[str, list[float]] = {name: [] for name in EXISTING_STATEMENT_PEERS}
+  scores: dict[str, list[float]] = {name: [] for name in
+                                    (*EXISTING_STATEMENT_PEERS, *extra_scorers)}
   labels: list[int] = []
   member_rate_PC = table.member_rate_loo(heldout_P)
   for row, member in enumerate(heldout_P):
@@ -162,6 +126,9 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
                      _logit(member_rate_PC[row, targets_T])], axis=1)
     scores["logistic_rate_and_member"] += (x_TF @ logistic_F[:2] + logistic_F[2]).tolist()
     scores["neighbours"] += neighbour_scores(table, train_P, member, targets_T, k).tolist()
+    for name, scorer in extra_scorers.items():
+      scores[name] += list(np.asarray(scorer(conversation, int(member), targets_T,
+                                             split["train"]), np.float64))
     similarity_TC = bow_CV[targets_T] @ bow_CV.T
     for t, target in enumerate(targets_T):
       others_C = table.votes_PC[member].copy()

@@ -1,0 +1,209 @@
+"""The Polis selection benchmark and the RM's vote scoring: planted conversations, sparse and
+untidy exports, and the eval binary's report end to end on a random tiny RM."""
+import csv
+import dataclasses
+import json
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from consensus_jax import checkpointing, rm_eval
+from consensus_jax.data import polis, polis_votes, vocab
+from consensus_jax.models import reward
+from consensus_jax.models.config import DecoderConfig
+from consensus_jax.objectives.reward import RewardObjective
+from consensus_jax.studies import polis_peers, polis_rm, polis_selection
+
+CONFIG = DecoderConfig(vocab_size=1000, num_layers=1, d_model=32, num_heads=2, num_kv_heads=1,
+                       mlp_dim=48, max_seq_len=256)
+
+
+def write_export(folder, votes_PS, texts, *, moderated=None, authors=None, group_ids=None):
+  """A Polis export folder: votes_PS holds 1 / -1 / 0 (pass) / None (not seen)."""
+  folder.mkdir(parents=True)
+  num_p, num_s = len(votes_PS), len(texts)
+  moderated = moderated or [1] * num_s
+  authors = authors or [0] * num_s
+  with open(folder / "summary.csv", "w", newline="") as f:
+    csv.writer(f).writerows([["topic", "Town planning"], ["conversation-description", "d"]])
+  with open(folder / "comments.csv", "w", newline="") as f:
+    rows = [["timestamp", "datetime", "comment-id", "author-id", "agrees", "disagrees",
+             "moderated", "comment-body"]]
+    rows += [[str(s), "x", str(s), str(authors[s]), "0", "0", str(moderated[s]), texts[s]]
+             for s in range(num_s)]
+    csv.writer(f).writerows(rows)
+  with open(folder / "participants-votes.csv", "w", newline="") as f:
+    header = ["participant", "group-id", "n-comments", "n-votes", "n-agree", "n-disagree"]
+    rows = [header + [str(s) for s in range(num_s)]]
+    for p, votes in enumerate(votes_PS):
+      group = "" if group_ids is None else group_ids[p]
+      cells = ["" if v is None else str(v) for v in votes]
+      rows.append([str(p), group, "0", str(sum(v is not None for v in votes)), "0", "0", *cells])
+    csv.writer(f).writerows(rows)
+  return folder
+
+
+def two_camps(tmp_path, num_participants=120, num_statements=24, seed=0):
+  """Camp A agrees with even statements and disagrees with odd ones (90%), camp B the reverse."""
+  rng = np.random.default_rng(seed)
+  camp_P = rng.random(num_participants) < 0.6
+  votes = []
+  for p in range(num_participants):
+    row = []
+    for s in range(num_statements):
+      likes = (s % 2 == 0) == camp_P[p]
+      row.append(1 if (rng.random() < 0.9) == likes else -1)
+    votes.append(row)
+  texts = [f"Proposal number {s} for the town centre." for s in range(num_statements)]
+  return polis.load_conversation(write_export(tmp_path / "camps", votes, texts))
+
+
+@dataclasses.dataclass
+class ReadsTheSummary:
+  """A stand-in RM for the selection logic: in existing-statement mode it believes the share of
+  "people like me" the candidate carries; in new-statement mode it knows nothing (0.5)."""
+  _tables: dict = dataclasses.field(default_factory=dict)
+  table = polis_rm.PolisRewardModel.table
+
+  def score_members(self, prefixes_M, candidates_MK):
+    found = [[re.search(r"People like me: (\d+) in 10", c) for c in row] for row in candidates_MK]
+    return np.array([[int(m.group(1)) / 10 if m else 0.5 for m in row] for row in found])
+
+
+def test_existing_statement_selection_beats_random_on_planted_camps(tmp_path):
+  conversation = two_camps(tmp_path)
+  result = polis_selection.evaluate_conversation(conversation, ReadsTheSummary(),
+                                                 num_groups=12, group_sizes=(5, 10), seed=1)
+  methods = result["methods"]
+  assert result["groups"] == 12 and result["candidates"] == 8
+  assert methods["hindsight"]["mean_approval"] > methods["random"]["mean_approval"] + 0.1
+  # The camps are near 50/50 overall, so popularity cannot know which camp a group leans to;
+  # the members' "people like me" shares can. (Rawlsian sees a member at 1 in 10 for every
+  # statement and is left with ties, so it is not asserted.)
+  for rule in ("utilitarian", "nash", "schulze"):
+    gap = methods[f"rm_existing_{rule}"]["gap_closed"]
+    assert gap > 0.4 and gap > methods["popularity"]["gap_closed"] + 0.3, rule
+  # Knowing nothing (new-statement mode, no text signal), every rule takes the same candidate.
+  assert len({methods[f"rm_{rule}"]["mean_approval"] for rule in polis_selection.RULES}) == 1
+  assert methods["hindsight"]["gap_closed"] == 1.0 and methods["random"]["gap_closed"] == 0.0
+  assert methods["hindsight"]["disagree_share"] <= methods["random"]["disagree_share"]
+
+
+def test_the_rm_never_sees_the_groups_votes_on_the_candidates(tmp_path):
+  conversation = two_camps(tmp_path)
+  table = polis_votes.VoteTable(conversation)
+  group = polis_selection.draw_groups(conversation, 3, (5,), 8, 4, seed=0)[0][0]
+  rows = np.flatnonzero(np.isin(conversation.participant_ids, group.participant_ids))
+  columns = [conversation.column_of(c) for c in group.comment_ids]
+  flipped_votes = conversation.votes_PC.copy()
+  flipped_votes[np.ix_(rows, columns)] *= -1
+  flipped = dataclasses.replace(conversation, votes_PC=flipped_votes)
+  for mode in polis_rm.MODES:
+    before = polis_selection._group_inputs(conversation, table, group, mode, seed=3)
+    after = polis_selection._group_inputs(flipped, polis_votes.VoteTable(flipped), group, mode,
+                                          seed=3)
+    assert before[0] == after[0] and before[1] == after[1], mode
+    texts = [conversation.comments[c].text for c in group.comment_ids]
+    assert not any(t in prefix for t in texts for prefix in before[0])
+  # Others' votes do reach the existing-statement rendering.
+  others = np.flatnonzero(~np.isin(conversation.participant_ids, group.participant_ids))
+  flipped_votes = conversation.votes_PC.copy()
+  flipped_votes[np.ix_(others, columns)] *= -1
+  flipped = dataclasses.replace(conversation, votes_PC=flipped_votes)
+  changed = polis_selection._group_inputs(flipped, polis_votes.VoteTable(flipped), group,
+                                          "existing", seed=3)
+  assert changed[1] != before[1]
+
+
+def sparse_export(tmp_path):
+  """250 statements, 80 participants who each voted on 5; an empty group-id, comments by
+  authors who never voted, moderated-out comments."""
+  rng = np.random.default_rng(4)
+  votes = []
+  for _ in range(80):
+    row = [None] * 250
+    for s in rng.choice(250, 5, replace=False):
+      row[s] = int(rng.choice([1, -1, 0]))
+    votes.append(row)
+  texts = [f"Idea {s}: more benches in park {s % 7}." for s in range(250)]
+  moderated = [-1 if s % 10 == 0 else (0 if s % 3 else 1) for s in range(250)]
+  authors = [1000 + s for s in range(250)]  # none of them voted
+  return write_export(tmp_path / "sparse", votes, texts, moderated=moderated, authors=authors)
+
+
+def test_a_sparse_untidy_export_is_listed_with_the_reason(tmp_path):
+  conversation = polis.load_conversation(sparse_export(tmp_path))
+  result = polis_selection.evaluate_conversation(conversation, ReadsTheSummary(), num_groups=6)
+  assert result["groups"] == 0 and "no set of 4 statements" in result["skipped"]
+  peers = polis_peers.evaluate_conversation(conversation, max_votes=100)
+  assert peers["votes"] <= 5 * 80
+  overall = polis_selection.overall({"sparse": result})
+  assert overall == {}
+  markdown = polis_selection.selection_markdown({"conversations": {"sparse": result},
+                                                 "overall": overall})
+  assert "sparse | 0 | - | skipped: no set of 4 statements" in markdown
+
+
+@pytest.fixture(scope="module")
+def random_rm(tmp_path_factory, shared_data_dir):
+  del shared_data_dir
+  model_dir = tmp_path_factory.mktemp("polis_rm")
+  params = nn.meta.unbox(jax.jit(reward.RewardModel(CONFIG).init)(
+      jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"])
+  params["score_kernel"] = jax.random.normal(jax.random.key(1), (CONFIG.d_model,))
+  checkpointing.save_params(model_dir / "checkpoints" / "3", params)
+  vocab_dir = tmp_path_factory.mktemp("vocab")
+  vocab.get_vocabulary(vocab_dir, vocab_size=1000)
+  return model_dir, vocab_dir
+
+
+def test_vote_scorer_matches_scoring_each_example_alone(tmp_path, random_rm):
+  model_dir, vocab_dir = random_rm
+  model = polis_rm.load(str(model_dir), RewardObjective(config=CONFIG), str(vocab_dir), 1000,
+                        rm_eval.Lengths(96, 32))
+  assert model.step == 3
+  conversation = two_camps(tmp_path, num_participants=30, num_statements=10)
+  member, targets = 2, np.arange(6)
+  train_ids = conversation.participant_ids[5:]
+  for mode in polis_rm.MODES:
+    scores = model.vote_scorer(mode)(conversation, member, targets, train_ids)
+    assert scores.shape == (6,) and np.all((scores > 0) & (scores < 1))
+    from consensus_jax.data import polis_examples
+    examples = list(polis_examples.vote_examples(
+        conversation, member_order=[member], others=train_ids,
+        existing_share=1.0 if mode == "existing" else 0.0, min_context_votes=0))
+    alone = [model.score_pairs([e.prefix], [e.candidate])[0] for e in examples[:6]]
+    np.testing.assert_allclose(scores, alone, atol=1e-5)
+
+
+def test_report_writes_the_documented_files(tmp_path, random_rm):
+  model_dir, vocab_dir = random_rm
+  polis_dir = tmp_path / "exports"
+  two_camps(polis_dir)
+  sparse_export(polis_dir)
+  result = polis_selection.report(
+      polis_dir=str(polis_dir), output_dir=str(tmp_path / "out"),
+      objective=RewardObjective(config=CONFIG), vocab_dir=str(vocab_dir), vocab_size=1000,
+      model_dir=str(model_dir), num_groups=4, group_sizes=(5,), max_auc_votes=300,
+      task_feature_lengths={"inputs": 96, "targets": 32})
+  written = json.loads((tmp_path / "out" / "polis_selection.json").read_text())
+  assert written["conversations"]["sparse"]["groups"] == 0
+  assert "skipped" in written["conversations"]["sparse"]
+  camps = written["conversations"]["camps"]
+  assert camps["groups"] == 4
+  expected = {"random", "popularity", "hindsight"} | {
+      f"rm_{r}" for r in polis_selection.RULES} | {f"rm_existing_{r}" for r in
+                                                   polis_selection.RULES}
+  assert set(camps["methods"]) == expected
+  for metrics in camps["methods"].values():
+    assert set(metrics) == {"mean_approval", "disagree_share", "gap_closed"}
+  assert set(written["overall"]) == expected and result["overall"] == written["overall"]
+  auc = json.loads((tmp_path / "out" / "polis_auc.json").read_text())
+  assert {"rm", "rm_existing", "neighbours", "statement_agree_rate", "votes"} <= set(auc["camps"])
+  assert auc["camps"]["neighbours"] > 0.8  # the planted camps, found by the peer
+  assert (tmp_path / "out" / "polis_selection.md").is_file()
+  assert (tmp_path / "out" / "polis_auc.md").is_file()
