@@ -45,7 +45,7 @@ def evaluate_reward_model(model_dir: str = gin.REQUIRED, objective=gin.REQUIRED,
 
   from consensus_jax import atomic_io, checkpointing, rm_eval
   from consensus_jax.data import polis, records, vocab
-  from consensus_jax.studies import rm_peers
+  from consensus_jax.studies import polis_peers, polis_rm, rm_peers
 
   model_dir = pathlib.Path(model_dir)
   out_dir = atomic_io.check_writable_dir(model_dir / "eval", "MODEL_DIR's eval/")
@@ -65,10 +65,12 @@ def evaluate_reward_model(model_dir: str = gin.REQUIRED, objective=gin.REQUIRED,
                                    max_groups))
     for predictor, metrics in rm_eval.evaluate_rounds(scorer, rounds, bag_of_words).items():
       results[f"synthetic/{split}/{predictor}"] = metrics
+  polis_model = polis_rm.PolisRewardModel(scorer=scorer, step=step, model_dir=str(model_dir))
   for name in polis_conversations if polis_dir else ():
-    conversation = polis.load_conversation(pathlib.Path(polis_dir) / name)
-    results[f"polis/{name}"] = rm_eval.evaluate_polis(scorer, conversation,
-                                                      max_examples=polis_max_votes)
+    # Held-out participants' votes, the RM (new-statement mode) beside the peers on each vote.
+    results[f"polis/{name}"] = polis_peers.evaluate_conversation(
+        polis.load_conversation(pathlib.Path(polis_dir) / name), max_votes=polis_max_votes,
+        extra_scorers={"reward_model": polis_model.vote_scorer("new")})
   table = "\n\n".join(rm_eval.markdown_table({k: v for k, v in results.items()
                                                if k.startswith(prefix)})
                        for prefix in ("synthetic/", "polis/"))

@@ -1,4 +1,5 @@
-"""Evaluates a reward model on held-out synthetic ratings and held-out Polis votes.
+"""Evaluates a reward model on held-out synthetic ratings (held-out Polis votes: studies/polis_rm
+and studies/polis_peers, which eval.evaluate_reward_model calls).
 
 Scoring goes through `models.reward.score_groups`, the same on-device path the consensus program
 uses, on token ids built exactly as the RM tasks build them (prefix truncated to the inputs
@@ -8,10 +9,7 @@ Synthetic rounds: MAE on the 1-7 scale (prediction 1 + 6 x utility), Pearson and
 all (candidate, member) ratings, pairwise accuracy within each member (pairs of candidates the
 member rated differently) and how far the predictions tell members apart, for the RM and, on
 exactly the same rows, its reference predictors (studies.rm_peers: chance, a bag-of-words ridge
-peer, the other members' ratings, the simulator's noise-free ceiling). Polis: AUC of the
-predicted agreement on held-out participants' agree/disagree votes (passes left out), next to
-chance (0.5) and the baseline that scores each statement by its agree rate among the
-conversation's training participants.
+peer, the other members' ratings, the simulator's noise-free ceiling).
 """
 import dataclasses
 import functools
@@ -22,7 +20,7 @@ import numpy as np
 import seqio
 
 from consensus_jax import rm_metrics
-from consensus_jax.data import polis, polis_examples, prompts, records
+from consensus_jax.data import prompts, records
 from consensus_jax.models import reward
 from consensus_jax.studies import rating_rows, rm_peers
 from consensus_jax.models.config import DecoderConfig
@@ -115,36 +113,6 @@ def evaluate_rounds(scorer: Scorer, rounds: Sequence[records.Round],
   results["ratings"] = {"groups": len(rounds),
                         **rating_rows.member_spread(rows, rows.rating_R)}
   return results
-
-
-def evaluate_polis(scorer: Scorer, conversation: polis.Conversation,
-                   heldout_fraction: float = 0.2, seed: int = 0,
-                   max_examples: int | None = None, batch_size: int = 32) -> dict[str, float]:
-  split = polis_examples.split_participants(conversation, heldout_fraction, seed)
-  train_rows = np.isin(conversation.participant_ids, split["train"])
-  seen = conversation.seen_PC[train_rows]
-  votes = conversation.votes_PC[train_rows]
-  agrees = np.sum(seen & (votes == polis.AGREE), axis=0)
-  disagrees = np.sum(seen & (votes == polis.DISAGREE), axis=0)
-  # Laplace smoothing: a statement no training participant voted on scores 0.5.
-  agree_rate = dict(zip(conversation.comment_ids.tolist(),
-                        (agrees + 1) / (agrees + disagrees + 2)))
-  examples = [e for e in polis_examples.vote_examples(conversation, split["heldout"], seed=seed)
-              if e.vote != polis.PASS]
-  if max_examples is not None:
-    examples = examples[:max_examples]
-  scores = []
-  for batch in _batches(examples, batch_size):
-    utilities = scorer.utilities([[scorer.prefix_ids(e.prefix)] for e in batch],
-                                 [[scorer.candidate_ids(e.candidate)] for e in batch])
-    scores += list(utilities[:, 0, 0])
-  labels = [int(e.vote == polis.AGREE) for e in examples]
-  return {"heldout_participants": int(len(split["heldout"])), "votes": len(examples),
-          "agree_share": float(np.mean(labels)) if labels else float("nan"),
-          "auc_reward_model": rm_metrics.auc(scores, labels),
-          "auc_chance": 0.5,
-          "auc_statement_agree_rate": rm_metrics.auc(
-              [agree_rate[e.comment_id] for e in examples], labels)}
 
 
 _LEADING_KEYS = ("pairwise_accuracy", "pearson", "mae_1_to_7", "member_spread",

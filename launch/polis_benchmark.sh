@@ -8,6 +8,7 @@
 #
 #   bash launch/polis_benchmark.sh POLIS_DIR OUT_DIR
 #   RM_STEPS=1600 bash launch/polis_benchmark.sh ~/my_polis_exports out/polis
+# Environment: RM_STEPS (800), MODEL_GIN (gin_configs/models/tiny.gin), VOCAB_SIZE (8000).
 set -euo pipefail
 if [ "$#" -ne 2 ]; then
   echo "usage: bash launch/polis_benchmark.sh POLIS_DIR OUT_DIR (POLIS_DIR: folders of Polis exports)" >&2
@@ -22,8 +23,9 @@ bash launch/setup.sh
 export JAX_PLATFORMS=cpu TF_CPP_MIN_LOG_LEVEL=3
 RM_STEPS=${RM_STEPS:-800}
 MODEL_GIN=${MODEL_GIN:-gin_configs/models/tiny.gin}
+VOCAB_SIZE=${VOCAB_SIZE:-8000}
 bundled=$(python -c 'from consensus_jax.data import paths; print(paths.polis_dir())')
-common=(--gin_file="$MODEL_GIN" --gin.VOCAB_DIR="'$OUT_DIR/vocab'")
+common=(--gin_file="$MODEL_GIN" --gin.VOCAB_DIR="'$OUT_DIR/vocab'" --gin.VOCAB_SIZE="$VOCAB_SIZE")
 
 if [ -d "$OUT_DIR/rm/checkpoints/$RM_STEPS" ]; then
   echo "== 1/2 reusing the Polis reward model in $OUT_DIR/rm (step $RM_STEPS)"

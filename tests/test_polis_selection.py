@@ -3,7 +3,10 @@ untidy exports, and the eval binary's report end to end on a random tiny RM."""
 import csv
 import dataclasses
 import json
+import os
+import pathlib
 import re
+import subprocess
 
 import flax.linen as nn
 import jax
@@ -207,3 +210,32 @@ def test_report_writes_the_documented_files(tmp_path, random_rm):
   assert auc["camps"]["neighbours"] > 0.8  # the planted camps, found by the peer
   assert (tmp_path / "out" / "polis_selection.md").is_file()
   assert (tmp_path / "out" / "polis_auc.md").is_file()
+
+
+def test_polis_benchmark_script_trains_then_reuses_the_rm(tmp_path):
+  """launch/polis_benchmark.sh end to end at toy size: trains on the bundled conversations,
+  scores the user's folder (a planted export and a sparse one), and reuses the RM next time."""
+  repo = pathlib.Path(__file__).resolve().parent.parent
+  model_gin = tmp_path / "model.gin"
+  model_gin.write_text("from consensus_jax.models import config\n"
+                       "DecoderConfig.vocab_size = 1000\nDecoderConfig.num_layers = 1\n"
+                       "DecoderConfig.d_model = 32\nDecoderConfig.num_heads = 2\n"
+                       "DecoderConfig.num_kv_heads = 1\nDecoderConfig.mlp_dim = 48\n"
+                       "DecoderConfig.max_seq_len = 256\n")
+  exports = tmp_path / "exports"
+  two_camps(exports, num_participants=60, num_statements=16)
+  sparse_export(exports)
+  env = {**os.environ, "RM_STEPS": "2", "MODEL_GIN": str(model_gin), "VOCAB_SIZE": "1000"}
+  command = ["bash", str(repo / "launch" / "polis_benchmark.sh"), str(exports),
+             str(tmp_path / "out")]
+  first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+  assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+  assert "Polis reward model on the bundled conversations (2 steps)" in first.stdout
+  selection = json.loads((tmp_path / "out" / "polis_selection.json").read_text())
+  assert selection["conversations"]["camps"]["groups"] > 0
+  assert selection["conversations"]["sparse"]["skipped"]
+  auc = json.loads((tmp_path / "out" / "polis_auc.json").read_text())
+  assert auc["camps"]["checkpoint_step"] == 2
+  second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "reusing the Polis reward model" in second.stdout

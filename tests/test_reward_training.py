@@ -133,8 +133,10 @@ def test_train_then_eval_binaries_write_metrics(tmp_path, data, shared_data_dir)
     # The simulator's ceiling orders a member's candidates far better than chance.
     assert predictors["simulator_ceiling"]["pairwise_accuracy"] > 0.8
   polis = results["polis/scoop-hivemind.freshwater"]
-  assert polis["votes"] == 64
+  # Held-out members until 64 votes are in; the RM beside every peer on the same votes.
+  assert 64 <= polis["votes"] < 64 + 80
   assert 0.5 < polis["auc_statement_agree_rate"] <= 1.0  # The baseline carries signal.
+  assert {"auc_reward_model", "auc_neighbours", "auc_text_similarity"} <= set(polis)
   report_md = (model_dir / "eval" / "reward_metrics.md").read_text()
   assert "| synthetic/iid_test/reward_model |" in report_md
   assert "| synthetic/ood_test/bag_of_words |" in report_md

@@ -33,28 +33,27 @@ class PolisRewardModel:
 
   def score_pairs(self, prefixes: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
     """One utility in [0, 1] per (prefix, candidate) pair."""
-    scores = []
-    for start in range(0, len(prefixes), self.batch_size):
-      chunk = range(start, min(start + self.batch_size, len(prefixes)))
-      utilities_BNM = self.scorer.utilities(
-          [[self.scorer.prefix_ids(prefixes[i])] for i in chunk],
-          [[self.scorer.candidate_ids(candidates[i])] for i in chunk])
-      scores.extend(utilities_BNM[:, 0, 0].tolist())
-    return np.asarray(scores, np.float64)
+    return self.score_members(prefixes, [[c] for c in candidates])[:, 0]
 
   def score_members(self, prefixes_M: Sequence[str],
                     candidates_MK: Sequence[Sequence[str]]) -> np.ndarray:
     """[members, candidates] utilities: each member's own prefix against their own rendering of
     every candidate (in existing-statement mode the rendering depends on the member)."""
-    rows = self.batch_size // max(1, max(len(c) for c in candidates_MK))
+    num_candidates = max(len(c) for c in candidates_MK)
+    rows = max(1, self.batch_size // num_candidates)
+    prefix_ids = [[self.scorer.prefix_ids(p)] for p in prefixes_M]
+    candidate_ids = [[self.scorer.candidate_ids(c) for c in row] for row in candidates_MK]
     out = []
-    for start in range(0, len(prefixes_M), max(1, rows)):
-      chunk = range(start, min(start + max(1, rows), len(prefixes_M)))
-      utilities_BNM = self.scorer.utilities(
-          [[self.scorer.prefix_ids(prefixes_M[m])] for m in chunk],
-          [[self.scorer.candidate_ids(c) for c in candidates_MK[m]] for m in chunk])
-      out.append(utilities_BNM[:, :, 0])
-    return np.concatenate(out)[:, :len(candidates_MK[0])]
+    for start in range(0, len(prefix_ids), rows):
+      chunk = slice(start, start + rows)
+      prefixes, candidates = prefix_ids[chunk], candidate_ids[chunk]
+      real = len(prefixes)
+      # Every call has the same shape (rows, candidates): one compiled program, not one per
+      # remainder size.
+      prefixes += [prefixes[0]] * (rows - real)
+      candidates += [candidates[0]] * (rows - real)
+      out.append(self.scorer.utilities(prefixes, candidates)[:real, :, 0])
+    return np.concatenate(out)
 
   def vote_scorer(self, mode: str):
     """A polis_peers.MemberScorer: the RM's score for each of a held-out member's votes, the
