@@ -148,16 +148,20 @@ def evaluate_all(load: Callable[[str], polis.Conversation], names, **kwargs) -> 
   return {name: evaluate_conversation(load(name), **kwargs) for name in names}
 
 
-def markdown(results: dict[str, dict]) -> str:
-  peers = EXISTING_STATEMENT_PEERS
-  lines = ["AUC of each peer on held-out participants' agree/disagree votes (chance 0.5). "
+def markdown(results: dict[str, dict], first: dict[str, str] | None = None) -> str:
+  """The AUC table: `results[conversation]` holds votes, agree_share and auc_<predictor>;
+  `first` = {predictor: what it is}, columns before the peers (the reward model)."""
+  first = first or {}
+  columns = (*first, *EXISTING_STATEMENT_PEERS)
+  lines = ["AUC on held-out participants' agree/disagree votes (chance 0.5), every predictor on "
+           "the same votes. " + "".join(f"{name}: {what}. " for name, what in first.items()) +
            "Existing-statement peers use other participants' votes on the candidate; "
            f"new-statement peers ({', '.join(NEW_STATEMENT_PEERS)}) do not.", "",
-           "| conversation | votes | agree share | " + " | ".join(peers) + " |",
-           "|---|---|---|" + "---|" * len(peers)]
+           "| conversation | votes | agree share | " + " | ".join(columns) + " |",
+           "|---|---|---|" + "---|" * len(columns)]
   for name, r in results.items():
     lines.append(f"| {name} | {r['votes']} | {r['agree_share']:.2f} | " + " | ".join(
-        f"{r[f'auc_{p}']:.3f}" for p in peers) + " |")
+        f"{r[f'auc_{c}']:.3f}" for c in columns) + " |")
   return "\n".join(lines) + "\n"
 
 

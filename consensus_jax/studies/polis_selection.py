@@ -158,17 +158,14 @@ def selection_markdown(result: dict) -> str:
 
 
 def auc_markdown(auc: dict[str, dict]) -> str:
-  columns = ("rm", "rm_existing", *polis_peers.EXISTING_STATEMENT_PEERS)
-  lines = ["AUC on held-out participants' agree / disagree votes, every predictor on the same "
-           "votes. rm: new-statement mode (the member's other votes and the candidate's text); "
-           "rm_existing: also other participants' votes on the candidate. New-statement peers: "
-           f"{', '.join(polis_peers.NEW_STATEMENT_PEERS)}.", "",
-           "| conversation | votes | agree share | " + " | ".join(columns) + " |",
-           "|---|---|---|" + "---|" * len(columns)]
-  for name, r in auc.items():
-    lines.append(f"| {name} | {r['votes']} | {r['agree_share']:.2f} | " + " | ".join(
-        f"{r[c]:.3f}" for c in columns) + " |")
-  return "\n".join(lines) + "\n"
+  return polis_peers.markdown(
+      {name: {"votes": r["votes"], "agree_share": r["agree_share"],
+              **{f"auc_{k}": v for k, v in r.items() if isinstance(v, float)}}
+       for name, r in auc.items()},
+      first={"rm": "the Polis RM, new-statement mode (the member's other votes, the candidate's "
+                   "text)",
+             "rm_existing": "the same RM, existing-statement mode (also others' votes on the "
+                            "candidate)"})
 
 
 def _fold_models(names: Sequence[str], model_dir, fold_model_dirs, load_model):
