@@ -239,3 +239,34 @@ def test_polis_benchmark_script_trains_then_reuses_the_rm(tmp_path):
   second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "reusing the Polis reward model" in second.stdout
+
+
+def test_bad_polis_bindings_are_named(tmp_path, random_rm):
+  from consensus_jax import gin_utils, input_pipeline
+  from consensus_jax.data.errors import DataError
+
+  model_dir, vocab_dir = random_rm
+  exports = tmp_path / "exports"
+  two_camps(exports, num_participants=20, num_statements=6)
+  with pytest.raises(gin_utils.BindingError, match=r"heldout_fold=5: there are 1 folds"):
+    input_pipeline.register_polis_tasks(str(exports), str(vocab_dir), 1000, heldout_fold=5)
+  with pytest.raises(gin_utils.BindingError, match=r"heldout_conversations: \['nope'\] not among"):
+    input_pipeline.register_polis_tasks(str(exports), str(vocab_dir), 1000,
+                                        heldout_conversations=["nope"])
+  with pytest.raises(gin_utils.BindingError, match="no conversation left to train on"):
+    input_pipeline.register_polis_tasks(str(exports), str(vocab_dir), 1000,
+                                        heldout_conversations=["camps"])
+  with pytest.raises(gin_utils.BindingError, match=r"existing_share=1.5 is not a share"):
+    input_pipeline.register_polis_tasks(str(exports), str(vocab_dir), 1000, existing_share=1.5)
+  with pytest.raises(DataError, match=r"POLIS_DIR\): .*missing is not a directory"):
+    input_pipeline.register_polis_tasks(str(tmp_path / "missing"), str(vocab_dir), 1000)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(DataError, match=r"holds no Polis conversation folders"):
+    polis_selection.report(polis_dir=str(tmp_path / "empty"), output_dir=str(tmp_path / "o"),
+                           objective=RewardObjective(config=CONFIG), vocab_dir=str(vocab_dir),
+                           model_dir=str(model_dir))
+  for both in ({"model_dir": str(model_dir), "fold_model_dirs": [str(model_dir)]}, {}):
+    with pytest.raises(gin_utils.BindingError, match="exactly one of model_dir"):
+      polis_selection.report(polis_dir=str(exports), output_dir=str(tmp_path / "o"),
+                             objective=RewardObjective(config=CONFIG), vocab_dir=str(vocab_dir),
+                             **both)
