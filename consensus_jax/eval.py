@@ -13,7 +13,7 @@ Reward-model mode:
 Reads the latest checkpoint of MODEL_DIR (or --gin.evaluate_reward_model.checkpoint_step=N),
 scores held-out synthetic rounds (next to its peers on the same rows: chance, a bag-of-words
 peer fit on the training ratings, the other members' ratings, the simulator's ceiling) and
-held-out Polis participants (see rm_eval), and writes
+held-out Polis participants (studies/polis_rm beside studies/polis_peers), and writes
 <MODEL_DIR>/eval/reward_metrics.json and reward_metrics.md, and prints the table.
 """
 import json
@@ -24,6 +24,8 @@ import gin
 from absl import logging
 
 from consensus_jax import binary_flags
+# Imported before gin parses and locks its config: polis_peers holds a configurable.
+from consensus_jax.studies import polis_peers, polis_rm
 
 
 @gin.configurable
@@ -45,7 +47,7 @@ def evaluate_reward_model(model_dir: str = gin.REQUIRED, objective=gin.REQUIRED,
 
   from consensus_jax import atomic_io, checkpointing, rm_eval
   from consensus_jax.data import polis, records, vocab
-  from consensus_jax.studies import polis_peers, polis_rm, rm_peers
+  from consensus_jax.studies import rm_peers
 
   model_dir = pathlib.Path(model_dir)
   out_dir = atomic_io.check_writable_dir(model_dir / "eval", "MODEL_DIR's eval/")
