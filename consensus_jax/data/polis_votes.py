@@ -103,10 +103,8 @@ def summarise(table: VoteTable, member: int, targets_T: np.ndarray, others_P: np
   others_P = np.asarray(others_P)
   if np.any(others_P == member):
     raise ValueError(f"summarise: the member (row {member}) is among the others")
-  votes_PT = table.votes_PC[np.ix_(others_P, targets_T)]
-  agree_T, count_T = (votes_PT > 0).sum(0), (votes_PT != 0).sum(0)
   score_T, found_T = neighbour_votes(table, others_P, member, targets_T, k, hidden_C=hidden_C)
-  return VoteSummary(everyone_T=(agree_T + 1) / (count_T + 2),
+  return VoteSummary(everyone_T=table.statement_rate(others_P)[targets_T],
                      similar_T=np.where(found_T, agree_share(score_T), 0.5),
                      similar_found_T=found_T)
 

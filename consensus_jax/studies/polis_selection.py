@@ -97,8 +97,7 @@ def evaluate_conversation(conversation: polis.Conversation, model: polis_rm.Poli
       for rule in RULES:
         winner = int(np.asarray(welfare.select(utilities_1KM, mask_1M, rule)[0])[0])
         record(prefix + rule, approval_K[winner], disagree_K[winner])
-    votes_PK = table.votes_PC[np.ix_(others_P, columns_K)]
-    popularity_K = ((votes_PK > 0).sum(0) + 1) / ((votes_PK != 0).sum(0) + 2)
+    popularity_K = table.statement_rate(others_P)[columns_K]
     pick = int(np.argmax(popularity_K))
     record("popularity", approval_K[pick], disagree_K[pick])
   mean = {m: float(np.mean(v)) for m, v in approval.items()}
