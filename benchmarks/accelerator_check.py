@@ -93,7 +93,7 @@ def _greedy_equals_full_forward():
   import numpy as np
 
   from benchmarks import common
-  from consensus_jax import decoding
+  from consensus_jax import decoding, partitioning, programs, serving
   from consensus_jax.models import decoder
   from consensus_jax.models.config import DecoderConfig
 
@@ -104,7 +104,10 @@ def _greedy_equals_full_forward():
   tokens_BP, lengths_B = decoding.pad_to_bucket([[5, 9, 13, 2, 7], [11, 3]], (8,), 64)
   cfg = decoding.SamplerConfig(max_new_tokens=8, num_samples=2, temperature=0.0, eos_id=-1,
                                cache_chunk=3)
-  out = decoding.jit_sampler(config, cfg)(params, tokens_BP, lengths_B, jax.random.key(0))
+  mesh = partitioning.single_device_mesh()
+  serving_config, served = serving.serve_policy(config, params, cfg, mesh)
+  out = programs.sampler(serving_config, cfg, mesh)(served, tokens_BP, lengths_B,
+                                                    jax.random.key(0))
   forward = jax.jit(lambda p, t: decoder.Decoder(config).apply({"params": p}, t))
   for row in range(2):
     tokens = list(tokens_BP[row, :lengths_B[row]])
@@ -119,19 +122,18 @@ def _sampler_speed(gin_file, repeats):
   import numpy as np
   import torch
 
-  from benchmarks import common, sampler
+  from benchmarks import common, sampler, timing
 
   config = common.model_config(gin_file)
   params = common.random_params(config)
   prompts = np.random.RandomState(0).randint(3, config.vocab_size, (1, 64)).astype(np.int32)
-  timing = (config, params, prompts, 16, 128, repeats)
-  ours_s, ours_all = sampler.time_sampler(*timing)
-  torch_s, torch_all = sampler.time_generate(*timing, device="cuda")
-  new_tokens = 16 * 128
-  print(f"{gin_file} ({config.dtype}): consensus_jax {new_tokens / ours_s:.0f} new tokens/s "
-        f"(runs {', '.join(f'{t:.3f}' for t in ours_all)}); transformers generate "
-        f"{new_tokens / torch_s:.0f} (runs {', '.join(f'{t:.3f}' for t in torch_all)}); "
-        f"ratio {torch_s / ours_s:.2f}x")
+  shapes = (config, params, prompts, 16, 128)
+  result = timing.compare({"consensus_jax": sampler.sampler_side(*shapes),
+                           "transformers": sampler.generate_side(*shapes, device="cuda")},
+                          rounds=max(1, repeats // 2))
+  print(f"{gin_file} ({config.dtype}), 16 x 128 new tokens:")
+  for line in timing.report(result, 16 * 128, "new tokens/s", ("consensus_jax", "transformers")):
+    print("  " + line)
   torch.cuda.empty_cache()
 
 
@@ -141,6 +143,7 @@ def _rm_scoring(gin_file, repeats):
   import numpy as np
 
   from benchmarks import common
+  from consensus_jax import partitioning, programs
   from consensus_jax.models import reward
 
   config = common.model_config(gin_file)
@@ -154,7 +157,7 @@ def _rm_scoring(gin_file, repeats):
   candidate_lengths = rng.randint(8, candidate_len + 1, (1, candidates)).astype(np.int32)
   prefixes = rng.randint(3, config.vocab_size, (1, members, prefix_len)).astype(np.int32)
   cands = rng.randint(3, config.vocab_size, (1, candidates, candidate_len)).astype(np.int32)
-  score = jax.jit(lambda p, *a: reward.score_groups(config, p, *a))
+  score = programs.rm_scorer(config, partitioning.single_device_mesh())
   utilities = np.asarray(score(params, prefixes, prefix_lengths, cands, candidate_lengths))
   forward = jax.jit(lambda p, t: reward.RewardModel(config).apply({"params": p}, t))
   worst = 0.0

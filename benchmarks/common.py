@@ -1,9 +1,12 @@
-"""Shared benchmark helpers: medians of repeated timings and the machine's f32 matmul peak."""
+"""Shared benchmark helpers: repeated timings, the machine's f32 matmul peak, model configs and
+random params, and the train benchmarks' shared main (timed by benchmarks/timing)."""
 import os
 import statistics
 import time
 
 import numpy as np
+
+from benchmarks import timing
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
@@ -69,17 +72,6 @@ def random_params(config, model_cls=None, seed: int = 0):
                                                model_cls or decoder.Decoder))
 
 
-def print_train_rows(label: str, rows, tokens: int, step_flops: float,
-                     peak_gflops: float) -> None:
-  """tokens/s and MFU of each (name, median seconds, all runs), then the first-to-second ratio."""
-  for name, seconds, runs in rows:
-    mfu = step_flops / seconds / 1e9 / peak_gflops
-    print(f"{name:14s} {label} {tokens / seconds:8.0f} tokens/s  MFU {mfu:6.1%}  "
-          f"(median {seconds:.3f}s of {', '.join(f'{t:.3f}' for t in runs)})")
-  (ours, ours_s, _), (peer, peer_s, _) = rows[:2]
-  print(f"ratio {ours} / {peer} tokens/s: {peer_s / ours_s:.2f}x")
-
-
 def torch_llama(config, model_class_name: str = "LlamaForCausalLM", seed: int = 0, **overrides):
   """A randomly initialised transformers Llama of the same shape (via hf_import.config_to_hf)."""
   import torch
@@ -97,9 +89,11 @@ def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer
 
   `make_ours(config, batch, seq)` and `make_peer(config, batch, seq)` build one step each and
   return a function that runs it to completion. Rounds alternate between the two, so a machine
-  whose speed drifts over minutes skews both alike. Ours runs here, with cpu_runtime's malloc
-  settings; the torch peer runs in a child process (this module with --peer_only) with glibc's
-  defaults, since those settings are consensus_jax's choice, not torch's.
+  whose speed drifts over minutes skews both alike (benchmarks/timing: each side warmed up until
+  two runs agree, min / median / spread, ratio flagged when unsteady). Ours runs here, with
+  cpu_runtime's malloc settings; the torch peer runs in a child process (this module with
+  --peer_only, warmed up there the same way) with glibc's defaults, since those settings are
+  consensus_jax's choice, not torch's.
   """
   import argparse
   import subprocess
@@ -123,7 +117,9 @@ def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer
   torch.set_num_threads(args.threads)
   config = model_config(args.gin_file)
   if args.peer_only:
-    _, times = median_seconds(make_peer(config, args.batch, args.seq), args.repeats)
+    run_peer = make_peer(config, args.batch, args.seq)
+    timing.warm_up(run_peer)  # in every child: each starts cold
+    _, times = median_seconds(run_peer, args.repeats, warmup=0)
     print("PEER_SECONDS", *times)
     return
 
@@ -135,18 +131,23 @@ def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer
                   f"--batch={args.batch}", f"--seq={args.seq}", f"--repeats={args.repeats}",
                   f"--threads={args.threads}"]
   run_ours = make_ours(config, args.batch, args.seq)
-  ours, peer = [], []
-  for _ in range(args.rounds):
-    ours += median_seconds(run_ours, args.repeats)[1]
+
+  @timing.child_timed
+  def run_peer():
     child = subprocess.run(peer_command, env=cpu_runtime.environ_before_restart(),
                            capture_output=True, text=True, check=True)
-    peer += [float(t) for t in child.stdout.split("PEER_SECONDS")[-1].split()]
+    return [float(t) for t in child.stdout.split("PEER_SECONDS")[-1].split()]
+
+  result = timing.compare({"consensus_jax": run_ours, "torch": run_peer}, rounds=args.rounds,
+                          repeats=args.repeats)
   print(f"model {args.gin_file}: {params_lib.count_params(config) / 1e6:.1f}M params, batch "
         f"{args.batch} x seq {args.seq}, {label}; {args.rounds} alternating rounds of "
         f"{args.repeats} timed runs each; before: {load_before}; after: {machine_load()}")
   print(f"consensus_jax {allocator()}; torch in a child process, malloc: glibc defaults")
   print(f"f32 matmul peak: jax {peak['jax']:.0f} GFLOP/s, torch {peak['torch']:.0f} GFLOP/s; "
         f"{step_flops / 1e9:.1f} model GFLOP per step")
-  print_train_rows(label, [("consensus_jax", statistics.median(ours), ours),
-                           ("torch", statistics.median(peer), peer)], tokens, step_flops,
-                   max(peak.values()))
+  for line in timing.report(result, tokens, f"tokens/s ({label})", ("consensus_jax", "torch")):
+    print(line)
+  for name, timings in result.items():
+    print(f"{name:14s} MFU {step_flops / timings.median / 1e9 / max(peak.values()):.1%} of the "
+          f"measured peak (median step)")

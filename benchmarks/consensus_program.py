@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks import common
 from consensus_jax import cpu_runtime
-from consensus_jax import consensus, decoding
+from consensus_jax import consensus, decoding, partitioning, programs, serving
 from consensus_jax.models import reward
 
 
@@ -44,12 +44,15 @@ def main():
   sampler = decoding.SamplerConfig(max_new_tokens=args.new_tokens, num_samples=args.candidates,
                                    eos_id=-1, prompt_buckets=(128,))
   cfg = consensus.ConsensusConfig(sampler=sampler, statement_head_ids=(5, 6), rule="schulze")
-  program = consensus.compile_program(config, config, cfg)
+  mesh = partitioning.single_device_mesh()
+  serving_config, policy = serving.serve_policy(config, policy, sampler, mesh)
+  rm = jax.device_put(rm, programs.reward_shardings(config, mesh))
+  program = programs.consensus_program(serving_config, config, cfg, mesh)
   keys = iter(jax.random.split(jax.random.key(2), 100))
   run = lambda: jax.block_until_ready(program(policy, rm, prompts, prompt_lengths, prefixes,
                                               prefix_lengths, mask, next(keys)))
   total_s, runs = common.median_seconds(run, args.repeats)
-  sample = decoding.jit_sampler(config, sampler)
+  sample = programs.sampler(serving_config, sampler, mesh)
   sample_s, _ = common.median_seconds(
       lambda: jax.block_until_ready(sample(policy, prompts, prompt_lengths, next(keys))),
       args.repeats)

@@ -19,6 +19,7 @@ import optax
 
 from benchmarks import common
 from consensus_jax import cpu_runtime
+from consensus_jax import programs
 from consensus_jax.models import decoder
 
 
@@ -36,7 +37,7 @@ def jax_step(cfg, batch, seq):
     return optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BL1[:, 1:]).mean()
 
   grad_fn = jax.jit(jax.value_and_grad(loss_fn),
-                    compiler_options=cpu_runtime.compiler_options())
+                    compiler_options=programs.compiler_options())
   return lambda: jax.block_until_ready(grad_fn(params, tokens))
 
 

@@ -10,7 +10,6 @@ backbone shape) on the same 80 right-padded 192-token sequences with an attentio
 batched forward (it has no shared-prefix path; the same pairs, the same scores).
 """
 import argparse
-import functools
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -18,8 +17,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, timing
 from consensus_jax import cpu_runtime
+from consensus_jax import partitioning, programs
 from consensus_jax.models import reward
 
 
@@ -31,7 +31,8 @@ def main():
   parser.add_argument("--members", type=int, default=5)
   parser.add_argument("--prefix", type=int, default=128)
   parser.add_argument("--candidate_length", type=int, default=64)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=2, help="Timed runs per side per round.")
   args = parser.parse_args()
   load_before = common.machine_load()
   import torch
@@ -45,11 +46,10 @@ def main():
   cands = rng.randint(3, config.vocab_size, (b, n, args.candidate_length)).astype(np.int32)
   prefix_lengths = np.full((b, m), args.prefix, np.int32)
   cand_lengths = np.full((b, n), args.candidate_length, np.int32)
-  score = jax.jit(functools.partial(reward.score_groups, config))
+  score = programs.rm_scorer(config, partitioning.single_device_mesh())
   pairs = b * n * m
-  ours_s, ours_all = common.median_seconds(
-      lambda: jax.block_until_ready(score(params, prefixes, prefix_lengths, cands, cand_lengths)),
-      args.repeats)
+  ours = lambda: jax.block_until_ready(score(params, prefixes, prefix_lengths, cands,
+                                             cand_lengths))
 
   model = common.torch_llama(config, "LlamaForSequenceClassification", num_labels=1,
                              pad_token_id=0).eval()
@@ -59,19 +59,17 @@ def main():
   mask = torch.ones_like(tokens)
 
   def torch_score():
-    with torch.no_grad():
+    with torch.inference_mode():
       out = model(input_ids=tokens, attention_mask=mask).logits
     assert out.shape == (pairs, 1)
 
-  torch_s, torch_all = common.median_seconds(torch_score, args.repeats)
+  result = timing.compare({"consensus_jax": ours, "transformers": torch_score},
+                          rounds=args.rounds, repeats=args.repeats)
   print(f"model {args.gin_file}; {b} group(s) x {n} candidates x {m} members = {pairs} pairs of "
-        f"{args.prefix + args.candidate_length} tokens; {args.repeats} timed runs; before: "
-        f"{load_before}; after: {common.machine_load()}")
-  for name, seconds, runs in (("consensus_jax", ours_s, ours_all),
-                              ("transformers", torch_s, torch_all)):
-    print(f"{name:14s} {pairs / seconds:8.1f} pairs/s  (median {seconds:.2f}s of "
-          f"{', '.join(f'{t:.2f}' for t in runs)})")
-  print(f"ratio consensus_jax / transformers: {torch_s / ours_s:.2f}x")
+        f"{args.prefix + args.candidate_length} tokens; {args.rounds} alternating rounds of "
+        f"{args.repeats} runs; before: {load_before}; after: {common.machine_load()}")
+  for line in timing.report(result, pairs, "pairs/s", ("consensus_jax", "transformers")):
+    print(line)
 
 
 if __name__ == "__main__":

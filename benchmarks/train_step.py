@@ -4,7 +4,7 @@
 
 One step on each side: forward, next-token cross-entropy over every position, backward,
 global-norm gradient clipping at 1.0, AdamW (weight decay 0.01) update of float32 params.
-consensus_jax runs its real trainer step (trainer.jit_train_step with the SFT objective, jitted
+consensus_jax runs its real trainer step (programs.train_step with the SFT objective, jitted
 with in/out shardings and a donated state on a one-device mesh); torch runs LlamaForCausalLM of
 the same shape with torch.optim.AdamW. MFU = models.flops.train_flops_per_token x tokens/s over
 the float32 matmul peak measured in this script (benchmarks.common, the max of JAX and torch).
@@ -26,7 +26,8 @@ from benchmarks import common  # noqa: E402
 from consensus_jax import cpu_runtime  # noqa: E402
 from consensus_jax import optimizers  # noqa: E402
 from consensus_jax import partitioning  # noqa: E402
-from consensus_jax import trainer  # noqa: E402
+from consensus_jax import programs  # noqa: E402
+from consensus_jax import train_step as train_step_lib  # noqa: E402
 from consensus_jax.objectives.sft import SFTObjective  # noqa: E402
 
 LEARNING_RATE = 1e-4
@@ -51,10 +52,10 @@ def jax_train_step(cfg, batch, seq):
   abstract_opt = jax.eval_shape(optimizer.init, objective.abstract_params())
   opt_shardings = partitioning.optimizer_state_shardings(optimizer, abstract_opt,
                                                          param_shardings, mesh)
-  state_shardings = trainer.TrainState(step=replicated, params=param_shardings,
+  state_shardings = train_step_lib.TrainState(step=replicated, params=param_shardings,
                                        opt_state=opt_shardings)
   with jax.set_mesh(mesh):
-    state = trainer.TrainState(
+    state = train_step_lib.TrainState(
         step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
         opt_state=jax.jit(optimizer.init, out_shardings=opt_shardings)(params))
   tokens = _tokens(cfg, batch, seq)
@@ -65,8 +66,8 @@ def jax_train_step(cfg, batch, seq):
       "decoder_positions": np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy()}
   global_batch = partitioning.host_local_batch_to_global(host_batch, mesh)
   batch_shardings = {name: partitioning.batch_sharding(mesh, 2) for name in host_batch}
-  step = trainer.jit_train_step(objective, optimizer, schedule, 1, 0, state_shardings,
-                                batch_shardings, replicated)
+  step = programs.train_step(objective, optimizer, schedule, 1, 0, state_shardings,
+                             batch_shardings, mesh)
   holder = {"state": state}
 
   def run():

@@ -43,17 +43,19 @@ def maybe_initialize_distributed() -> None:
                jax.device_count())
 
 
-def parse_gin_flags() -> None:
+def parse_gin_flags(finalize: bool = True) -> None:
   from consensus_jax import gin_utils
 
-  gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+  gin_utils.parse_gin(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths,
+                      finalize=finalize)
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-  """absl's app.run, after rewriting --gin.NAME=VALUE into --gin_bindings (and once restarting
-  with cpu_runtime's malloc settings)."""
+  """absl's app.run, after rewriting --gin.NAME=VALUE into --gin_bindings (on a CPU host: with
+  JAX pinned to the CPU and once restarting with cpu_runtime's malloc settings)."""
   from consensus_jax import cpu_runtime, gin_utils
 
+  cpu_runtime.pin_cpu_where_no_accelerator()
   cpu_runtime.reexec_with_tuned_malloc()
   sys.argv = gin_utils.rewrite_gin_args(sys.argv)
   app.run(main)
@@ -66,8 +68,11 @@ class _HideOrbaxInfo(python_logging.Filter):
     return record.levelno >= python_logging.WARNING or "orbax" not in record.pathname
 
 
-def run_gin_binary(configured_fn: Callable[[], object]) -> None:
-  """The whole life of a gin-configured binary: flags, distributed start-up, gin, then fn()."""
+def run_gin_binary(configured_fn: Callable[[], object], finalize_gin: bool = True) -> None:
+  """The whole life of a gin-configured binary: flags, distributed start-up, gin, then fn().
+
+  finalize_gin=False leaves required bindings unchecked (precompile reads a run gin's shapes,
+  not its directories, so MODEL_DIR and the like need not be given)."""
 
   def main(argv):
     if len(argv) > 1:
@@ -75,7 +80,7 @@ def run_gin_binary(configured_fn: Callable[[], object]) -> None:
     logging.get_absl_handler().addFilter(_HideOrbaxInfo())
     try:
       maybe_initialize_distributed()
-      parse_gin_flags()
+      parse_gin_flags(finalize_gin)
       configured_fn()
     except BaseException as error:  # pylint: disable=broad-except
       exit_after_error(error)

@@ -10,13 +10,12 @@ A sample that ran out of `max_new_tokens` before EOS gets an EOS appended for sc
 that is empty (EOS first) is not a valid candidate and never wins.
 """
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from consensus_jax import cpu_runtime, decoding, welfare
+from consensus_jax import decoding, welfare
 from consensus_jax.models import reward
 from consensus_jax.models.config import DecoderConfig
 
@@ -64,7 +63,7 @@ def rm_candidates(head_ids, generated_BNT, lengths_BN, eos_id: int):
 def run(policy_config: DecoderConfig, rm_config: DecoderConfig, cfg: ConsensusConfig,
         policy_params, rm_params, prompt_tokens_BP, prompt_lengths_B, member_prefixes_BMQ,
         member_prefix_lengths_BM, member_mask_BM, rng) -> ConsensusOutput:
-  """The whole pipeline; jit it with the configs static (see `compile_program`)."""
+  """The whole pipeline; programs.consensus_program compiles it on a mesh."""
   samples = decoding.sample(policy_config, policy_params, prompt_tokens_BP, prompt_lengths_B,
                             rng, cfg.sampler)
   valid_BN = (samples.lengths_BN > 1) | (
@@ -78,9 +77,3 @@ def run(policy_config: DecoderConfig, rm_config: DecoderConfig, cfg: ConsensusCo
                                         candidate_mask_BN=valid_BN, **dict(cfg.rule_params))
   return ConsensusOutput(winner_B, samples.tokens_BNT, samples.lengths_BN, samples.logprobs_BN,
                          valid_BN, utilities_BNM, welfare_BN)
-
-
-def compile_program(policy_config: DecoderConfig, rm_config: DecoderConfig,
-                    cfg: ConsensusConfig):
-  return jax.jit(functools.partial(run, policy_config, rm_config, cfg),
-                 compiler_options=cpu_runtime.compiler_options())

@@ -5,7 +5,8 @@ r"""Converts a Hugging Face Llama directory into a params-only orbax checkpoint.
 Writes <output_dir>/params (the checkpoint; start a run from it with
 --gin.train.init_params_from="'<output_dir>/params'", or a reward model's backbone with
 --gin.RewardObjective.backbone_from=...) and <output_dir>/model.gin (the DecoderConfig bindings
-of the converted model, to pass as a --gin_file).
+of the converted model, to pass as a --gin_file). The params are read shard by shard onto every
+device of this host (FSDP), so the host never holds the whole model in memory at once.
 """
 import dataclasses
 import pathlib
@@ -28,10 +29,12 @@ def config_gin(config) -> str:
 
 
 def convert(hf_dir: str, output_dir: str, unrolled: bool = False) -> pathlib.Path:
-  from consensus_jax import atomic_io, checkpointing
+  from consensus_jax import atomic_io, checkpointing, partitioning
   from consensus_jax.models import hf_import, param_layout
 
-  config, params = hf_import.from_hf(hf_dir)
+  # FSDP over every device: each host reads only the blocks its devices hold.
+  mesh = partitioning.make_mesh(data=1, fsdp=-1, tensor=1)
+  config, params = hf_import.from_hf(hf_dir, mesh)
   if unrolled:
     config = config.replace(scan_layers=False)
     params = param_layout.scanned_to_unrolled(params, config.num_layers)

@@ -1,13 +1,12 @@
-"""Settings that make XLA programs fast on CPU hosts: which matmul kernels XLA compiles, and how
-glibc maps the large buffers XLA allocates. Both measured on the 2-core benchmark machine with
-`small` (see README, Benchmarks); neither changes results beyond float rounding.
+"""How glibc maps the large buffers XLA allocates on CPU hosts (the XLA compiler options for CPU
+are in programs.compiler_options). Measured on the 2-core benchmark machine with `small` (see
+README, Benchmarks); it does not change results.
 """
+import glob
 import importlib.util
 import os
 import platform
 import sys
-
-import jax
 
 # glibc marks the large blocks it maps for transparent huge pages (2 MB, where the kernel allows
 # them for madvise'd memory): a fresh block then faults in a few thousand pages, not ~350K.
@@ -17,30 +16,35 @@ _BEFORE_ENV = "CONSENSUS_JAX_GLIBC_TUNABLES_BEFORE"
 OPT_OUT_ENV = "CONSENSUS_JAX_MALLOC_TUNING"
 
 
-def compiler_options() -> dict:
-  """XLA options for every program the trainer and the sampler compile: on CPU, XLA's own
-  (Eigen) dots rather than its XNNPACK/YNNPACK fusions. Eigen runs the attention's batched
-  matmuls up to 1.7x faster and the few-row matmuls of a decode step faster too (26 against
-  36 ms a step); a `small` train step at 8 x 256 gains 4-7%. Empty on other backends."""
-  if jax.default_backend() != "cpu":
-    return {}
-  return {"xla_cpu_experimental_ynn_fusion_type": "",
-          "xla_cpu_experimental_xnn_fusion_type": ""}
-
-
-# JAX's accelerator plugins: with one installed, the default backend is not the CPU.
-_ACCELERATOR_PLUGINS = ("libtpu", "jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
-                        "jax_rocm7_plugin")
+# JAX's accelerator plugins and the device files of the chips each one drives. A plugin alone
+# does not make an accelerator: the `tpu` extra installs libtpu on CPU hosts too, to compile TPU
+# programs ahead of time (precompile).
+ACCELERATOR_DEVICE_FILES = {
+    "libtpu": ("/dev/accel*", "/dev/vfio/[0-9]*"),
+    "jax_cuda12_plugin": ("/dev/nvidia[0-9]*",),
+    "jax_cuda13_plugin": ("/dev/nvidia[0-9]*",),
+    "jax_rocm60_plugin": ("/dev/kfd",),
+    "jax_rocm7_plugin": ("/dev/kfd",),
+}
 
 
 def backend_will_be_cpu() -> bool:
   """Whether JAX's default backend will be the CPU, decided before JAX starts (starting it
-  would claim the accelerator in a process about to restart): JAX_PLATFORMS if set, else no
-  accelerator plugin installed."""
+  would claim the accelerator in a process about to restart): JAX_PLATFORMS if set, else
+  whether no installed accelerator plugin finds its chips' device files."""
   platforms = os.environ.get("JAX_PLATFORMS", "").strip()
   if platforms:
     return platforms.split(",")[0].strip() == "cpu"
-  return not any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS)
+  return not any(importlib.util.find_spec(plugin) and any(glob.glob(g) for g in device_files)
+                 for plugin, device_files in ACCELERATOR_DEVICE_FILES.items())
+
+
+def pin_cpu_where_no_accelerator() -> None:
+  """Sets JAX_PLATFORMS=cpu on a host whose installed accelerator plugins find no chips (libtpu
+  from the `tpu` extra on a CPU host): JAX would otherwise probe for a TPU at start-up and log
+  errors about TPU worker hostnames before falling back to the CPU. Binaries call it first."""
+  if not os.environ.get("JAX_PLATFORMS", "").strip() and backend_will_be_cpu():
+    os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 def reexec_with_tuned_malloc() -> None:

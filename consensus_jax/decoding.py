@@ -13,7 +13,8 @@ distribution before sampling.
 Returned log-probabilities are under the model's own distribution (temperature 1, no top-k/p),
 summed over the generated tokens including EOS; the samples of each prompt come sorted by it,
 best first. Prompt lengths are padded up to `prompt_buckets` on the host (`pad_to_bucket`) so
-different prompt lengths reuse one compiled program.
+different prompt lengths reuse one compiled program. `programs.sampler` compiles `sample` on a
+mesh, with the params already in the layout it decodes in (converted once, at load).
 """
 import dataclasses
 import functools
@@ -24,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from consensus_jax import cpu_runtime
 from consensus_jax.models import layers, param_layout
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
@@ -47,8 +47,9 @@ class SamplerConfig:
   # Sample-cache slots per chunk (models.layers.DecodeSpec): each chunk gets its own loop,
   # whose steps read only the chunks written so far. 0: one chunk, one loop.
   cache_chunk: int = 32
-  # Decode in param_layout.decode_layout (unrolled, fused kernels): faster steps, at the cost
-  # of a second copy of the layer weights while sampling. False decodes in the given layout.
+  # Decode in param_layout.decode_layout (unrolled, fused kernels): faster steps. Serving
+  # converts once at load (programs.to_serving_layout); `sample` called directly with a
+  # checkpoint-layout config converts inside. False decodes in the given layout.
   decode_layout: bool = True
 
   def __post_init__(self):
@@ -181,25 +182,3 @@ def sample(config: DecoderConfig, params: Any, prompt_tokens_BP: jax.Array,
   return Samples(jnp.take_along_axis(tokens_BNT, order_BN[..., None], axis=1),
                  jnp.take_along_axis(lengths_BN, order_BN, axis=1),
                  jnp.take_along_axis(logprobs_BN, order_BN, axis=1))
-
-
-def jit_sampler(config: DecoderConfig, cfg: SamplerConfig):
-  """`sample` compiled for one model and sampler config: fn(params, tokens_BP, lengths_B, rng)."""
-  return jax.jit(functools.partial(sample, config, cfg=cfg),
-                 compiler_options=cpu_runtime.compiler_options())
-
-
-def sharded_sampler(config: DecoderConfig, cfg: SamplerConfig, mesh: jax.sharding.Mesh):
-  """`sample` jitted with params laid out by the logical-axis rules and prompts split over the
-  batch axes; call it as fn(params, prompt_tokens_BP, prompt_lengths_B, rng) under
-  `jax.set_mesh(mesh)`. The batch must divide data x fsdp."""
-  from consensus_jax import partitioning
-  from consensus_jax.models import params as params_lib
-
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.jit(
-      lambda params, tokens, lengths, rng: sample(config, params, tokens, lengths, rng, cfg),
-      in_shardings=(params_lib.param_shardings(config, mesh),
-                    partitioning.batch_sharding(mesh, 2), partitioning.batch_sharding(mesh, 1),
-                    replicated),
-      compiler_options=cpu_runtime.compiler_options())

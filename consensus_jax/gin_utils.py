@@ -102,3 +102,43 @@ def parse_gin(gin_files: Sequence[str], gin_bindings: Sequence[str],
   _check_macros_are_used(gin_bindings)
   if finalize:
     gin.finalize()
+
+
+_MISSING = object()
+
+
+def _evaluate(value):
+  if isinstance(value, gin.config.ConfigurableReference):
+    function = value.scoped_configurable_fn
+    return function() if value.evaluate else function
+  if isinstance(value, (list, tuple)):
+    return type(value)(_evaluate(v) for v in value)
+  if isinstance(value, dict):
+    return {k: _evaluate(v) for k, v in value.items()}
+  return value
+
+
+def bound_value(binding: str, default=_MISSING):
+  """The value a parsed gin config gives `binding` ('train.objective'), as the configurable would
+  receive it: `@fn()` called, `@fn` the configured function, `%MACRO` resolved. `default` when
+  nothing binds it (a BindingError naming it when no default is given). For tools that reuse a
+  binary's bindings without running it, such as precompile."""
+  try:
+    value = gin.query_parameter(binding)
+  except ValueError as error:
+    if default is not _MISSING:
+      return default
+    raise BindingError(f"{binding} is not bound by the gin files given ({error})") from error
+  value = _evaluate(value)
+  if value is gin.REQUIRED:
+    raise BindingError(f"{binding} is a required binding; set it in a gin file or on the "
+                       "command line")
+  return value
+
+
+def is_bound(binding: str) -> bool:
+  try:
+    gin.query_parameter(binding)
+  except ValueError:
+    return False
+  return True

@@ -89,6 +89,11 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, dcn_data: int = 1,
   return Mesh(device_grid, MESH_AXES, axis_types=axis_types)
 
 
+def single_device_mesh() -> Mesh:
+  """The mesh of one device (the first): running a program without sharding it."""
+  return make_mesh(data=1, fsdp=1, tensor=1, devices=jax.devices()[:1])
+
+
 def _resolve_remaining(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
   shape = list(shape)
   unknown = [i for i, s in enumerate(shape) if s == -1]

@@ -1,7 +1,7 @@
 """The paper's data loop: the policy's samples for training groups, rated by the groups' members.
 
 For the first `max_groups` rounds of DATA_DIR's training split, the SFT policy samples
-`num_samples` statements per group (the framing serving uses, inference.policy_prompt_batch) and
+`num_samples` statements per group (the framing serving uses, serving.policy_prompt_batch) and
 the round's simulated members rate them (data.rated_samples); the rounds are written to
 OUTPUT_DIR/train.jsonl with the samples as extra candidates (provenance "policy"), later rounds
 unchanged, and the other splits copied as they are, so OUTPUT_DIR is a DATA_DIR the reward model
@@ -20,10 +20,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from consensus_jax import atomic_io, checkpointing, decoding, inference
+from consensus_jax import atomic_io, decoding, partitioning, programs, serving
+from consensus_jax.data import groups as groups_lib
 from consensus_jax.data import prompts, rated_samples, records, vocab
 from consensus_jax.data.errors import DataError
-from consensus_jax.models import params as params_lib
 
 
 class CollectionError(ValueError):
@@ -31,7 +31,7 @@ class CollectionError(ValueError):
 
 
 def _fits(vocabulary, round_: records.Round, policy_config, sampler) -> bool:
-  largest = max(inference.usable_prompt_buckets(policy_config, sampler), default=0)
+  largest = max(serving.usable_prompt_buckets(policy_config, sampler), default=0)
   ids = prompts.policy_prompt_ids(vocabulary, round_.question.text,
                                   [o.text for o in round_.opinions])
   return len(ids) <= largest
@@ -49,10 +49,10 @@ def rated_rounds(rounds: Sequence[records.Round], sample_fn, vocabulary, policy_
   for start in range(0, len(fitting), groups_per_batch):
     batch = fitting[start:start + groups_per_batch]
     rng, batch_rng = jax.random.split(rng)
-    tokens_BP, lengths_B = inference.policy_prompt_batch(
-        vocabulary, inference.read_groups_from_rounds(batch), policy_config, sampler)
+    tokens_BP, lengths_B = serving.policy_prompt_batch(
+        vocabulary, groups_lib.read_groups_from_rounds(batch), policy_config, sampler)
     samples = jax.device_get(sample_fn(tokens_BP, lengths_B, batch_rng))
-    texts = inference.candidate_texts(vocabulary, np.asarray(samples.tokens_BNT),
+    texts = serving.candidate_texts(vocabulary, np.asarray(samples.tokens_BNT),
                                       np.asarray(samples.lengths_BN), sampler.eos_id)
     for round_, round_texts in zip(batch, texts):
       augmented[round_.id] = rated_samples.with_rated_samples(round_, round_texts, seed)
@@ -102,13 +102,17 @@ def collect_rated_samples(data_dir: str = gin.REQUIRED, output_dir: str = gin.RE
   rounds = records.read_jsonl(source)
   sampled = rounds[:max_groups] if max_groups is not None else rounds
   vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size)
-  params, step = checkpointing.load_latest_params(
-      policy_dir, params_lib.abstract_params(policy_config))
-  sample = decoding.jit_sampler(policy_config, sampler)
+  mesh = partitioning.make_mesh()
+  params, step = serving.load_params(policy_dir, policy_config, mesh)
+  serving_config, params = serving.serve_policy(policy_config, params, sampler, mesh)
+  sample = programs.sampler(serving_config, sampler, mesh)
+
+  def sample_fn(tokens_BP, lengths_B, rng):
+    return sample.run_on_host_batch((params,), (tokens_BP, lengths_B), (rng,))
   started = time.time()
   stats: dict = {}
   augmented = list(rated_rounds(
-      sampled, lambda tokens, lengths, rng: sample(params, tokens, lengths, rng), vocabulary,
+      sampled, sample_fn, vocabulary,
       policy_config, sampler, groups_per_batch=groups_per_batch, seed=seed, stats=stats))
   try:
     records.write_jsonl(output_dir / f"{split}.jsonl",

@@ -20,35 +20,29 @@ import threading
 import time
 from typing import Any, Callable, Mapping, Optional
 
-import flax.struct
 import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from consensus_jax import checkpointing
-from consensus_jax import cpu_runtime
 from consensus_jax import gin_utils
 from consensus_jax import input_pipeline
 from consensus_jax import metrics_writer
 from consensus_jax import optimizers
 from consensus_jax import partitioning
+from consensus_jax import programs
 from consensus_jax import run_lock
+from consensus_jax import train_step as train_step_lib
 from consensus_jax.models import flops
 from consensus_jax.objectives.base import Objective
+from consensus_jax.train_step import TrainState
 
 
 class NonFiniteLossError(FloatingPointError):
   """The loss (or the updated params) stopped being finite; that state was not saved."""
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array  # int32 scalar: updates applied so far
-  params: Any  # float32 master weights
-  opt_state: Any
 
 
 @dataclasses.dataclass
@@ -58,103 +52,6 @@ class TrainResult:
   preempted: bool
   step_losses: dict[int, float]  # every step this run took
   eval_metrics: dict[int, dict[str, float]]  # step -> eval scalars (0 = before training)
-
-
-def _fit_to_shapes(shardings: Any, abstract: Any, mesh: Mesh) -> Any:
-  """Replicates leaves whose given sharding does not fit their shape.
-
-  optimizer_state_shardings gives every param-structured optimizer leaf its param's sharding;
-  Adafactor's factored second moments (v_row, v_col) are param-structured but of lower rank,
-  so that sharding cannot apply. They are small (sums over one axis), so replicating is cheap.
-  """
-  def fit(sharding, leaf):
-    spec = sharding.spec
-    if len(spec) > len(leaf.shape):
-      return NamedSharding(mesh, P())
-    for entry, dim in zip(spec, leaf.shape):
-      axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-      if dim % math.prod(mesh.shape[a] for a in axes):
-        return NamedSharding(mesh, P())
-    return sharding
-  return jax.tree_util.tree_map(fit, shardings, abstract)
-
-
-def _split_micro_batches(batch: Mapping[str, jax.Array], num_micro: int) -> dict:
-  """[B, ...] -> [num_micro, B / num_micro, ...] without moving rows between devices.
-
-  Micro-batch m takes rows m, m + num_micro, ...: each device's block of rows splits evenly
-  over the micro-batches, so the batch axes stay sharded the same way inside every micro-batch.
-  """
-  def split(x):
-    x = x.reshape(x.shape[0] // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1)
-    spec = P(None, partitioning.BATCH_AXES, *([None] * (x.ndim - 2)))
-    return jax.lax.with_sharding_constraint(x, spec)
-  return {name: split(value) for name, value in batch.items()}
-
-
-def _add(a: Any, b: Any) -> Any:
-  return jax.tree_util.tree_map(jnp.add, a, b)
-
-
-def make_train_step(objective: Objective, optimizer: optax.GradientTransformation,
-                    schedule: optax.Schedule, num_micro_batches: int, seed: int,
-                    param_shardings: Any) -> Callable:
-  """(state, global batch) -> (new state, replicated scalar metrics); not yet jitted."""
-  base_rng = jax.random.key(seed)
-
-  def gradients(params, batch, rng):
-    def loss_fn(p):
-      out = objective.loss(p, batch, rng)
-      return out.loss_sum, out
-    (_, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return grads, out
-
-  def step(state: TrainState, batch: Mapping[str, jax.Array]):
-    rng = jax.random.fold_in(base_rng, state.step)
-    if num_micro_batches == 1:
-      grads, out = gradients(state.params, batch, rng)
-    else:
-      def accumulate(carry, micro):
-        micro_batch, index = micro
-        grads, out = gradients(state.params, micro_batch, jax.random.fold_in(rng, index))
-        return _add(carry, (grads, out)), None
-
-      zero_grads = jax.lax.with_sharding_constraint(
-          jax.tree_util.tree_map(jnp.zeros_like, state.params), param_shardings)
-      _, zero_out = jax.eval_shape(gradients, state.params, batch, rng)
-      zero_out = jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), zero_out)
-      (grads, out), _ = jax.lax.scan(
-          accumulate, (zero_grads, zero_out),
-          (_split_micro_batches(batch, num_micro_batches), jnp.arange(num_micro_batches)))
-    # One normalisation for the whole global batch: accumulation equals one big batch.
-    denominator = jnp.maximum(out.denominator, 1.0)
-    grads = jax.tree_util.tree_map(lambda g: g / denominator, grads)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {
-        "loss": out.loss_sum / denominator,
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(params),
-        "learning_rate": schedule(state.step),
-        "target_tokens": out.denominator,
-        **{name: value / denominator for name, value in out.metric_sums.items()},
-    }
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-  return step
-
-
-def jit_train_step(objective: Objective, optimizer: optax.GradientTransformation,
-                   schedule: optax.Schedule, num_micro_batches: int, seed: int,
-                   state_shardings: TrainState, batch_shardings: Any, replicated: Any) -> Callable:
-  """make_train_step compiled with explicit in/out shardings, the state donated, and the CPU
-  compiler options (cpu_runtime)."""
-  return jax.jit(
-      make_train_step(objective, optimizer, schedule, num_micro_batches, seed,
-                      state_shardings.params),
-      in_shardings=(state_shardings, batch_shardings),
-      out_shardings=(state_shardings, replicated), donate_argnums=0,
-      compiler_options=cpu_runtime.compiler_options())
 
 
 def _check_finite(host_metrics: Mapping[str, float], step: int,
@@ -320,16 +217,8 @@ def train(*,
 
     schedule = make_schedule(total_steps=total_steps)
     optimizer = make_optimizer(learning_rate=schedule)
-    param_shardings = objective.param_shardings(mesh)
-    abstract_params = objective.abstract_params()
-    abstract_opt_state = jax.eval_shape(optimizer.init, abstract_params)
-    opt_shardings = _fit_to_shapes(
-        partitioning.optimizer_state_shardings(optimizer, abstract_opt_state, param_shardings,
-                                               mesh), abstract_opt_state, mesh)
-    replicated = NamedSharding(mesh, P())
-    state_shardings = TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
-    abstract_state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params,
-                                opt_state=abstract_opt_state)
+    abstract_state, state_shardings = train_step_lib.state_shardings(objective, optimizer, mesh)
+    replicated = programs.replicated(mesh)
 
     # Measured before the input pipeline starts its background threads, which would skew it.
     peak = _peak_flops(peak_flops_per_device)
@@ -379,16 +268,6 @@ def _initial_state(checkpointer, objective, optimizer, mesh, seed, init_params_f
   return TrainState(step=step, params=params, opt_state=opt_state), 0
 
 
-def _tokens_and_flops(objective: Objective, batch: Mapping[str, np.ndarray],
-                      global_batch_size: int) -> tuple[int, float]:
-  tokens = total_flops = 0
-  for name in objective.token_features:
-    length = batch[name].shape[1]
-    tokens += global_batch_size * length
-    total_flops += global_batch_size * length * objective.flops_per_token(length)
-  return tokens, total_flops
-
-
 def _evaluate(objective, eval_fn, params, eval_input, mesh, num_batches) -> dict[str, float]:
   converter = objective.make_feature_converter(eval_input.pack)
   loss_sum = denominator = 0.0
@@ -423,13 +302,12 @@ def _run(*, state, position, objective, optimizer, schedule, mesh, model_dir, tr
   first_batch = next(batches)
   batch_shardings = {name: partitioning.batch_sharding(mesh, value.ndim)
                      for name, value in first_batch.items()}
-  train_step = jit_train_step(objective, optimizer, schedule, num_micro_batches, seed,
-                              state_shardings, batch_shardings, replicated)
-  eval_fn = jax.jit(lambda params, batch: objective.loss(params, batch, jax.random.key(seed)),
-                    in_shardings=(param_shardings, batch_shardings), out_shardings=replicated,
-                    compiler_options=cpu_runtime.compiler_options())
-  tokens_per_step, flops_per_step = _tokens_and_flops(objective, first_batch,
-                                                      train_input.batch_size)
+  train_step = programs.train_step(objective, optimizer, schedule, num_micro_batches, seed,
+                                   state_shardings, batch_shardings, mesh)
+  eval_fn = programs.eval_step(objective, seed, param_shardings, batch_shardings, mesh)
+  tokens_per_step, flops_per_step = train_step_lib.tokens_and_flops(
+      objective, {name: value.shape[1] for name, value in first_batch.items()},
+      train_input.batch_size)
   console.info("Training from step %d to %d on mesh %s (%d processes); %d tokens and %.3g "
                "model FLOPs per step; peak %s FLOP/s", step, total_steps, dict(mesh.shape),
                jax.process_count(), tokens_per_step, flops_per_step,

@@ -17,7 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import logging  # noqa: E402
 
-from consensus_jax import eval_utils  # noqa: E402
+from consensus_jax import serving  # noqa: E402
 from consensus_jax import gin_utils  # noqa: E402
 from consensus_jax import trainer  # noqa: E402
 from consensus_jax.data import prompts  # noqa: E402
@@ -74,8 +74,8 @@ def main() -> None:
                                            [o.text for o in round_.opinions])
     if len(prompt_ids) > TASK_FEATURE_LENGTHS["inputs"]:
       continue  # the model never saw the end of prompts this long
-    continuation = vocabulary.decode(eval_utils.greedy_continue_ids(
-        config, result.state.params, prompt_ids, vocabulary.eos_id, max_new_tokens=110))
+    continuation = vocabulary.decode(serving.greedy_continuations(
+        config, result.state.params, [prompt_ids], vocabulary.eos_id, max_new_tokens=110)[0])
     best = round_.candidate(round_.best_candidate_id()).text
     print(f"\n=== {round_.question.text}\n--- greedy: {continuation}\n--- best-rated: {best}")
     shown += 1

@@ -17,8 +17,8 @@ import struct
 import numpy as np
 import pytest
 
-from consensus_jax import gin_utils, inference, input_pipeline, trainer
-from consensus_jax.data import polis, question_bank, records, synthetic
+from consensus_jax import gin_utils, input_pipeline, serving, trainer
+from consensus_jax.data import groups as groups_lib, polis, question_bank, records, synthetic
 from consensus_jax.data.errors import DataError
 from consensus_jax.models import safetensors_io
 
@@ -177,7 +177,7 @@ def test_infer_groups_reader(tmp_path):
   for index, (name, obj, documented) in enumerate(cases):
     path = tmp_path / f"groups{index}.jsonl"
     path.write_text(json.dumps(obj) + "\n")
-    _classify("infer groups", name, lambda p=path: inference.read_groups(p), DataError,
+    _classify("infer groups", name, lambda p=path: groups_lib.read_groups(p), DataError,
               f"{path}:1: ", documented)
   line = json.dumps(good)
   raw_cases = [("duplicate id", (line + "\n" + line).encode(), ":2: duplicate group id"),
@@ -188,7 +188,7 @@ def test_infer_groups_reader(tmp_path):
   for name, content, message in raw_cases:
     path = tmp_path / f"raw_{name}.jsonl"
     path.write_bytes(content)
-    _classify("infer groups", name, lambda p=path: inference.read_groups(p), DataError,
+    _classify("infer groups", name, lambda p=path: groups_lib.read_groups(p), DataError,
               f"{path}{message}")
   assert sum(COUNTS["infer groups"].values()) >= 45
 

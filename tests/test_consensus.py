@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consensus_jax import consensus, decoding
+from consensus_jax import consensus, decoding, partitioning, programs, serving
 from consensus_jax.models import decoder, reward
 from consensus_jax.models.config import DecoderConfig
 
@@ -51,8 +51,10 @@ def test_compiled_program_equals_steps_on_host(params, rule):
   sampler = decoding.SamplerConfig(max_new_tokens=6, num_samples=5, temperature=1.0,
                                    eos_id=EOS)
   cfg = consensus.ConsensusConfig(sampler=sampler, statement_head_ids=HEAD, rule=rule)
-  program = consensus.compile_program(POLICY, RM, cfg)
-  out = program(policy_params, rm_params, prompts_BP, prompt_lengths_B, prefixes_BMQ,
+  mesh = partitioning.single_device_mesh()
+  serving_config, served = serving.serve_policy(POLICY, policy_params, sampler, mesh)
+  program = programs.consensus_program(serving_config, RM, cfg, mesh)
+  out = program(served, rm_params, prompts_BP, prompt_lengths_B, prefixes_BMQ,
                 prefix_lengths_BM, mask_BM, jax.random.key(4))
 
   samples = jax.jit(lambda *a: decoding.sample(POLICY, *a, sampler))(

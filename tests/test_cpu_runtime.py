@@ -49,3 +49,22 @@ def test_no_restart_where_the_backend_is_not_the_cpu():
     assert lines == ["start", "tunables= ['--flag=1']", "before=-"], platforms
   lines = _run({"JAX_PLATFORMS": "cpu"})
   assert lines.count("start") == 2
+
+
+def test_an_accelerator_plugin_without_its_chips_is_a_cpu_host(monkeypatch, tmp_path):
+  """libtpu from the `tpu` extra on a CPU host: the backend will be the CPU, and JAX is pinned
+  to it; with the plugin's device files present it is not."""
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  monkeypatch.setattr(cpu_runtime, "ACCELERATOR_DEVICE_FILES",
+                      {"numpy": (str(tmp_path / "accel*"),)})  # an installed "plugin"
+  assert cpu_runtime.backend_will_be_cpu()
+  cpu_runtime.pin_cpu_where_no_accelerator()
+  assert os.environ["JAX_PLATFORMS"] == "cpu"
+  monkeypatch.delenv("JAX_PLATFORMS")
+  (tmp_path / "accel0").write_text("")
+  assert not cpu_runtime.backend_will_be_cpu()
+  cpu_runtime.pin_cpu_where_no_accelerator()
+  assert "JAX_PLATFORMS" not in os.environ
+  monkeypatch.setattr(cpu_runtime, "ACCELERATOR_DEVICE_FILES",
+                      {"no_such_plugin_here": (str(tmp_path / "accel*"),)})
+  assert cpu_runtime.backend_will_be_cpu()

@@ -73,7 +73,8 @@ def _loss_and_grads(config, params, tokens):
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_qkv_proj"])
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch", "save_qkv_proj",
+                                    "save_qkv_out_proj"])
 def test_remat_policies_change_memory_not_results(policy):
   params = _init(CONFIG)
   tokens = np.random.RandomState(4).randint(3, 128, (2, 12))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from consensus_jax import decoding, partitioning
+from consensus_jax import decoding
 from consensus_jax.models import decoder, param_layout
 from consensus_jax.models.config import DecoderConfig
 
@@ -121,7 +121,7 @@ def test_top_k_and_top_p_restrict_the_support():
     assert seen == allowed
 
 
-def test_samples_sorted_by_logprob_and_sharded_equals_single_device():
+def test_samples_come_sorted_by_logprob():
   params = _params()
   tokens_BP, lengths_B = decoding.pad_to_bucket(
       [[5, 9, 13, 2, 7], [11, 3], [4, 4, 8, 20, 31, 6, 9], [17, 2, 2]], (8,), CONFIG.max_seq_len)
@@ -129,14 +129,8 @@ def test_samples_sorted_by_logprob_and_sharded_equals_single_device():
                                cache_chunk=3)
   single = _sampler(CONFIG, cfg)(params, tokens_BP, lengths_B, jax.random.key(5))
   assert np.all(np.diff(np.asarray(single.logprobs_BN), axis=1) <= 0)
-  mesh = partitioning.make_mesh(data=2, tensor=4)
-  with jax.set_mesh(mesh):
-    sharded = decoding.sharded_sampler(CONFIG, cfg, mesh)(params, tokens_BP, lengths_B,
-                                                          jax.random.key(5))
-  assert sharded.tokens_BNT.sharding.num_devices == 8
-  np.testing.assert_array_equal(sharded.tokens_BNT, single.tokens_BNT)
-  np.testing.assert_array_equal(sharded.lengths_BN, single.lengths_BN)
-  np.testing.assert_allclose(sharded.logprobs_BN, single.logprobs_BN, atol=1e-4)
+  assert len(set(np.asarray(single.logprobs_BN).ravel().tolist())) > 4  # not all equal
+  # (Sharded sampling against one device: tests/test_programs.py.)
 
 
 def test_bad_prompts_are_rejected():

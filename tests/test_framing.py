@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import seqio
 
-from consensus_jax import consensus, decoding, inference
-from consensus_jax.data import feature_converters, prompts, records, synthetic, tasks, vocab
+from consensus_jax import consensus, decoding, serving
+from consensus_jax.data import (feature_converters, groups as groups_lib, prompts, records,
+                                synthetic, tasks, vocab)
 from consensus_jax.models import decoder
 from consensus_jax.models.config import DecoderConfig
 
@@ -46,7 +47,7 @@ def _serving_first_logits(vocabulary, groups, params, frame=None):
   sampler = decoding.SamplerConfig(max_new_tokens=16, num_samples=2, decode_layout=False,
                                    prompt_buckets=(256, 384, 496))  # 496 + 16 = max_seq_len
   if frame is None:
-    tokens_BP, lengths_B = inference.policy_prompt_batch(vocabulary, groups, CONFIG, sampler)
+    tokens_BP, lengths_B = serving.policy_prompt_batch(vocabulary, groups, CONFIG, sampler)
   else:
     tokens_BP, lengths_B = decoding.pad_to_bucket(
         [frame(g) for g in groups], sampler.prompt_buckets, CONFIG.max_seq_len)
@@ -59,7 +60,7 @@ def test_serving_samples_the_first_token_from_the_trained_distribution(setup):
   vocabulary, rounds, params = setup
   rows = _training_rows()
   assert len(rows) == len(rounds)
-  groups = inference.read_groups_from_rounds(rounds)
+  groups = groups_lib.read_groups_from_rounds(rounds)
   serving_BV = _serving_first_logits(vocabulary, groups, params)
   apply = jax.jit(decoder.Decoder(CONFIG).apply)
   for b, row in enumerate(rows):
@@ -76,7 +77,7 @@ def test_serving_samples_the_first_token_from_the_trained_distribution(setup):
 
 def test_the_check_catches_a_missing_start_token(setup):
   vocabulary, rounds, params = setup
-  groups = inference.read_groups_from_rounds(rounds)
+  groups = groups_lib.read_groups_from_rounds(rounds)
   framed = _serving_first_logits(vocabulary, groups, params)
   unframed = _serving_first_logits(vocabulary, groups, params, frame=lambda g: list(
       vocabulary.encode(prompts.sft_prompt(g.question, g.opinions))))

@@ -214,3 +214,39 @@ def test_integer_weights_and_bad_configs_are_named(tmp_path):
   config_path.write_text('{"hidden_size": 64,\n "vocab')
   with pytest.raises(hf_import.CheckpointError, match=r"config.json:2: malformed JSON"):
     hf_import.from_hf(tmp_path / "hf")
+
+
+def test_import_onto_a_mesh_reads_each_shard_on_its_own(tmp_path, monkeypatch):
+  """from_hf(path, mesh): the same params, created on the mesh with the rule table's shardings,
+  each device's block read on its own (no host-side copy of a whole stacked tensor)."""
+  import jax
+
+  from consensus_jax import partitioning
+  from consensus_jax.models import params as params_lib
+
+  hf_fixtures.save_random_llama(tmp_path / "hf", num_heads=4, num_kv_heads=2, hidden=64,
+                                mlp=96, layers=2)
+  config, host = hf_import.from_hf(tmp_path / "hf")
+  mesh = partitioning.make_mesh(data=1, fsdp=4, tensor=2)
+  largest_block = {"elements": 0}
+  real_stack = np.stack
+
+  def watched_stack(arrays, *args, **kwargs):
+    out = real_stack(arrays, *args, **kwargs)
+    largest_block["elements"] = max(largest_block["elements"], out.size)
+    return out
+
+  monkeypatch.setattr(hf_import.np, "stack", watched_stack)
+  _, sharded = hf_import.from_hf(tmp_path / "hf", mesh)
+  expected = params_lib.param_shardings(config, mesh)
+  for (path, got), want, sharding in zip(
+      jax.tree_util.tree_flatten_with_path(sharded)[0], jax.tree_util.tree_leaves(host),
+      jax.tree_util.tree_leaves(expected), strict=True):
+    assert got.sharding == sharding, path
+    np.testing.assert_array_equal(np.asarray(got), want)
+  wi_gate = sharded["layers"]["mlp"]["wi_gate"]
+  assert wi_gate.sharding.shard_shape(wi_gate.shape) == (2, 16, 48)  # embed / 4, mlp / 2
+  # The largest block read at once is one device's shard of a stacked tensor, not the tensor.
+  assert largest_block["elements"] <= max(
+      np.prod(x.sharding.shard_shape(x.shape)) for x in jax.tree_util.tree_leaves(sharded))
+  assert largest_block["elements"] < host["layers"]["mlp"]["wi_gate"].size

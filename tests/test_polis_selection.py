@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consensus_jax import checkpointing, rm_eval
+from consensus_jax import checkpointing, reward_scoring
 from consensus_jax.data import polis, polis_votes, vocab
 from consensus_jax.models import reward
 from consensus_jax.models.config import DecoderConfig
@@ -167,7 +167,7 @@ def random_rm(tmp_path_factory, shared_data_dir):
 def test_vote_scorer_matches_scoring_each_example_alone(tmp_path, random_rm):
   model_dir, vocab_dir = random_rm
   model = polis_rm.load(str(model_dir), RewardObjective(config=CONFIG), str(vocab_dir), 1000,
-                        rm_eval.Lengths(96, 32))
+                        reward_scoring.Lengths(96, 32))
   assert model.step == 3
   conversation = two_camps(tmp_path, num_participants=30, num_statements=10)
   member, targets = 2, np.arange(6)

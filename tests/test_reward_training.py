@@ -164,7 +164,8 @@ def _planted_round(i: int, rng: np.random.Generator) -> records.Round:
 def test_a_short_run_learns_a_planted_member_candidate_signal(tmp_path, data):
   """Which candidate a member prefers depends only on their own opinion, so a model that does
   not read the member scores 0.5 pairwise accuracy; a short listwise run must reach 0.8."""
-  from consensus_jax import rm_eval
+  from consensus_jax import reward_scoring
+  from consensus_jax.studies import rm_report
   from consensus_jax.data import tasks, vocab
 
   rng = np.random.default_rng(0)
@@ -177,9 +178,9 @@ def test_a_short_run_learns_a_planted_member_candidate_signal(tmp_path, data):
   objective = RewardObjective(CONFIG, loss_kind="listwise")
   result = _train(tmp_path / "planted", objective, "consensus_rm_synthetic_lists",
                   {"inputs": 48, "targets": 96}, steps=150)
-  scorer = rm_eval.Scorer(CONFIG, jax.device_get(result.state.params), vocabulary,
-                          rm_eval.Lengths(48, 24))
-  metrics = rm_eval.evaluate_rounds(scorer, test_rounds)
+  scorer = reward_scoring.Scorer(CONFIG, jax.device_get(result.state.params), vocabulary,
+                          reward_scoring.Lengths(48, 24))
+  metrics = rm_report.evaluate_rounds(scorer, test_rounds)
   assert metrics["reward_model"]["pairwise_accuracy"] > 0.8
   assert metrics["reward_model"]["across_member_pearson"] > 0.5  # it tells members apart
   assert metrics["other_members"]["pairwise_accuracy"] < 0.6  # popularity cannot

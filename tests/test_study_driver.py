@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consensus_jax import consensus, decoding, inference, rm_eval
+from consensus_jax import consensus, decoding, reward_scoring, serving
 from consensus_jax.data import prompts, synthetic, vocab
 from consensus_jax.models import decoder, reward
 from consensus_jax.models.config import DecoderConfig
@@ -33,10 +33,10 @@ def setup(tmp_path_factory, shared_data_dir):
       sampler=decoding.SamplerConfig(max_new_tokens=12, num_samples=4, eos_id=1,
                                      prompt_buckets=(384, 640, 756)),
       statement_head_ids=prompts.rm_statement_head_ids(vocabulary))
-  consensus_runner = inference.ConsensusRunner(CONFIG, init(decoder.Decoder(CONFIG), 0), CONFIG,
-                                               rm_params, vocabulary, cfg,
-                                               rm_prefix_length=128, rm_candidate_length=24)
-  scorer = rm_eval.Scorer(CONFIG, rm_params, vocabulary, rm_eval.Lengths(128, 24))
+  consensus_runner = serving.ConsensusRunner(CONFIG, init(decoder.Decoder(CONFIG), 0), CONFIG,
+                                             rm_params, vocabulary, cfg,
+                                             rm_prefix_length=128, rm_candidate_length=24)
+  scorer = reward_scoring.Scorer(CONFIG, rm_params, vocabulary, reward_scoring.Lengths(128, 24))
   return data_dir, runner.StudyPipeline(consensus_runner, scorer, groups_per_batch=2)
 
 

@@ -18,13 +18,13 @@ import optax
 import pytest
 
 from consensus_jax import checkpointing
-from consensus_jax import eval_utils
 from consensus_jax import gin_utils
 from consensus_jax import input_pipeline
 from consensus_jax import metrics_writer
 from consensus_jax import optimizers
 from consensus_jax import partitioning
 from consensus_jax import run_lock
+from consensus_jax import train_step as train_step_lib
 from consensus_jax import trainer
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder
@@ -167,10 +167,10 @@ def test_micro_batches_accumulate_to_the_full_batch_gradient(registered):
   losses = {}
   for num_micro in (1, 2):
     params = objective.init_params(mesh, jax.random.key(0))
-    state = trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+    state = train_step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                opt_state=optimizer.init(params))
-    step = jax.jit(trainer.make_train_step(objective, optimizer, schedule, num_micro, 0,
-                                           param_shardings))
+    step = jax.jit(train_step_lib.make_train_step(objective, optimizer, schedule, num_micro, 0,
+                                                  param_shardings))
     with jax.set_mesh(mesh):
       state, metrics = step(state, partitioning.host_local_batch_to_global(host_batch, mesh))
     new_params[num_micro], losses[num_micro] = state.params, float(metrics["loss"])
@@ -413,7 +413,7 @@ def test_adafactor_state_shards_or_replicates_each_leaf():
   optimizer = optimizers.make_optimizer(optax.constant_schedule(1e-3), name="adafactor")
   abstract_params = objective.abstract_params()
   abstract_state = jax.eval_shape(optimizer.init, abstract_params)
-  shardings = trainer._fit_to_shapes(partitioning.optimizer_state_shardings(
+  shardings = train_step_lib.fit_to_shapes(partitioning.optimizer_state_shardings(
       optimizer, abstract_state, objective.param_shardings(mesh), mesh), abstract_state, mesh)
   params = objective.init_params(mesh, jax.random.key(0))
   with jax.set_mesh(mesh):
@@ -432,8 +432,10 @@ def test_greedy_continue_follows_the_model_argmax(registered, uninterrupted):
   vocabulary = vocab_lib.get_vocabulary(registered.vocab_dir, vocab_size=VOCAB_SIZE)
   prompt_ids = prompts.policy_prompt_ids(vocabulary, "Should cities ban cars?", ["Yes."])
   assert prompt_ids[0] == prompts.POLICY_START_ID
-  generated = eval_utils.greedy_continue_ids(CONFIG, params, prompt_ids, vocabulary.eos_id,
-                                             max_new_tokens=6, buffer_length=64)
+  from consensus_jax import serving
+
+  generated = serving.greedy_continuations(CONFIG, params, [prompt_ids], vocabulary.eos_id,
+                                           max_new_tokens=6)[0]
   assert vocabulary.eos_id not in generated
   # Teacher-forcing prompt + continuation, every continuation token is the argmax before it.
   tokens = jnp.asarray([prompt_ids + generated])

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 MLP_KINDS = ("swiglu", "gelu")
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_qkv_proj")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_qkv_proj", "save_qkv_out_proj")
+ATTENTION_KINDS = ("softmax", "flash")
 
 
 @gin.configurable
@@ -37,6 +38,10 @@ class DecoderConfig:
   fused_projections: bool = False
   remat_policy: str = "none"
   dtype: str = "float32"
+  # Full-sequence attention: 'softmax' (softmax_attention.py, tuned for CPU) or 'flash' (the
+  # Pallas TPU kernel, flash_attention.py: blockwise, never materialises the scores; TPU only).
+  # Decoding, and RM lists with branches, always use 'softmax'.
+  attention_kind: str = "softmax"
 
   def __post_init__(self):
     problems = []
@@ -51,6 +56,8 @@ class DecoderConfig:
       problems.append(f"mlp_kind={self.mlp_kind!r} is not one of {MLP_KINDS}")
     if self.remat_policy not in REMAT_POLICIES:
       problems.append(f"remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
+    if self.attention_kind not in ATTENTION_KINDS:
+      problems.append(f"attention_kind={self.attention_kind!r} is not one of {ATTENTION_KINDS}")
     if self.dtype not in _DTYPES:
       problems.append(f"dtype={self.dtype!r} is not one of {tuple(_DTYPES)}")
     for name in ("vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim"):

@@ -21,6 +21,9 @@ _REMAT_POLICIES = {
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "save_qkv_proj": jax.checkpoint_policies.save_only_these_names(
         "query_proj", "key_proj", "value_proj"),
+    # Also the attention output: the backward then recomputes no attention at all.
+    "save_qkv_out_proj": jax.checkpoint_policies.save_only_these_names(
+        "query_proj", "key_proj", "value_proj", "attention_out"),
 }
 _EMBED_AXES = ("activation_batch", "activation_length", "activation_embed")
 
@@ -70,7 +73,11 @@ class Decoder(nn.Module):
       positions_BL = jnp.broadcast_to(jnp.arange(tokens_BL.shape[1]), tokens_BL.shape)
     if segment_ids_BL is None:
       segment_ids_BL = jnp.ones_like(tokens_BL)
-    mask_B11LS = layers.attention_mask(segment_ids_BL, branch_ids_BL)
+    if cfg.attention_kind == "flash" and self.decode is None and branch_ids_BL is None:
+      # The flash kernel masks from the segment ids itself: no [B, L, L] mask is built.
+      mask_B11LS = segment_ids_BL
+    else:
+      mask_B11LS = layers.attention_mask(segment_ids_BL, branch_ids_BL)
     lengths_B = jnp.sum(segment_ids_BL != 0, axis=-1)
 
     embedding_VE = layers.logical_param(self, "embedding", (cfg.vocab_size, cfg.d_model),

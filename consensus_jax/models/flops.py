@@ -1,4 +1,5 @@
-"""Model FLOPs of a decoder train step, and the matmul peak they are measured against.
+"""Model FLOPs of a decoder train step (and of a forward pass), and the matmul peak they are
+measured against.
 
 Per token, forward + backward costs
   6 x (matmul params)  +  12 x layers x (heads x head_dim) x seq
@@ -30,6 +31,12 @@ def train_flops_per_token(config: DecoderConfig, seq_len: int) -> float:
   return 6.0 * matmul_params(config) + attention
 
 
+def forward_flops_per_token(config: DecoderConfig, context_len: int) -> float:
+  """One token's forward pass attending to `context_len` positions (sampling, scoring)."""
+  attention = 4 * config.num_layers * config.num_heads * config.resolved_head_dim * context_len
+  return 2.0 * matmul_params(config) + attention
+
+
 def measure_matmul_peak_flops(size: int = 2048, repeats: int = 3) -> float:
   """Float32 matmul FLOP/s that one jitted [size, size] matmul reaches on the default device.
 
@@ -48,10 +55,11 @@ def measure_matmul_peak_flops(size: int = 2048, repeats: int = 3) -> float:
 
 
 # Dense bf16 matmul peaks per chip (vendor figures), keyed by a substring of device_kind.
+# The first match wins: "TPU v5 lite" (v5e) before "TPU v5" (v5p's device_kind).
 _ACCELERATOR_PEAK_FLOPS = (
-    ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v6", 918e12),
-    ("TPU v4", 275e12), ("TPU v3", 123e12), ("H200", 989e12), ("H100", 989e12),
-    ("A100", 312e12),
+    ("TPU v5 lite", 197e12), ("TPU v5e", 197e12), ("TPU v5p", 459e12), ("TPU v5", 459e12),
+    ("TPU v6", 918e12), ("TPU v4", 275e12), ("TPU v3", 123e12), ("H200", 989e12),
+    ("H100", 989e12), ("A100", 312e12),
 )
 
 

@@ -1,17 +1,20 @@
 """Hugging Face Llama checkpoints <-> our DecoderConfig and (scanned) param tree.
 
-`from_hf(path)` reads config.json plus one or several *.safetensors files; every tensor is
-checked against the shape the config implies, and a missing or misshapen tensor is an error
-naming it. `to_hf(config, params, path)` writes a directory `transformers` loads with
+`from_hf(path[, mesh])` reads config.json plus one or several *.safetensors files; every tensor
+is checked against the shape the config implies, and a missing or misshapen tensor is an error
+naming it. Given a mesh, the params are created on it shard by shard (each host reads only its
+devices' blocks). `to_hf(config, params, path)` writes a directory `transformers` loads with
 `LlamaForCausalLM.from_pretrained`. Both accept scanned or unrolled param layouts.
 """
 import json
 import pathlib
 from typing import Any
 
+import jax
 import numpy as np
 
 from consensus_jax.models import param_layout, safetensors_io
+from consensus_jax.models import params as params_lib
 from consensus_jax.models.config import DecoderConfig
 
 
@@ -152,7 +155,8 @@ def _ours_to_hf(config: DecoderConfig, leaf: str, w: np.ndarray) -> np.ndarray:
   return w
 
 
-def _read_checked(ckpt, name: str, expected_shape: tuple, directory: pathlib.Path) -> np.ndarray:
+def _checked_view(ckpt, name: str, expected_shape: tuple, directory: pathlib.Path) -> np.ndarray:
+  """The tensor as a memory-mapped view (nothing read yet), after checking name, shape, dtype."""
   if name not in ckpt:
     raise CheckpointError(f"{directory}: tensor {name} is missing from the checkpoint")
   if ckpt.shape(name) != tuple(expected_shape):
@@ -161,38 +165,75 @@ def _read_checked(ckpt, name: str, expected_shape: tuple, directory: pathlib.Pat
   if ckpt.dtype(name) not in safetensors_io.FLOAT_DTYPES:
     raise CheckpointError(f"{ckpt.where(name)}: tensor {name} is {ckpt.dtype(name)}; weights "
                           f"must be one of {safetensors_io.FLOAT_DTYPES}")
-  return np.asarray(ckpt.read(name), dtype=np.float32)
+  return ckpt.read(name)
 
 
-def from_hf(path) -> tuple[DecoderConfig, dict]:
-  """Reads a HF Llama directory into (config, params) in the scanned layout."""
+def _lazy_params(config: DecoderConfig, ckpt, directory: pathlib.Path) -> dict:
+  """Our scanned param tree with, at each leaf, (shape, read(index) -> float32 block): every
+  tensor checked now, none read until a block of it is asked for. A layer-stacked leaf reads
+  only the layers and the part of each that the index selects (views of memory maps: the
+  transposes and head reshapes into our layout copy nothing)."""
+  v, d = config.vocab_size, config.d_model
+  per_layer: dict[tuple[str, str], list] = {}
+  for i in range(config.num_layers):
+    for name, ((module, leaf), shape) in _layer_tensors(config, i).items():
+      view = _hf_to_ours(config, leaf, _checked_view(ckpt, name, shape, directory))
+      per_layer.setdefault((module, leaf), []).append(view)
+
+  def stacked(views):
+    def read(index):
+      index = tuple(index) + (slice(None),) * (1 + views[0].ndim - len(index))
+      layers = range(len(views))[index[0]]
+      return np.stack([np.asarray(views[i][index[1:]], np.float32) for i in layers])
+    return (len(views), *views[0].shape), read
+
+  def single(view):
+    return view.shape, lambda index: np.asarray(view[tuple(index)], np.float32)
+
+  params: dict[str, Any] = {
+      "embedding": single(_checked_view(ckpt, "model.embed_tokens.weight", (v, d), directory)),
+      "final_norm": {"scale": single(_checked_view(ckpt, "model.norm.weight", (d,),
+                                                   directory))},
+      "layers": {},
+  }
+  for (module, leaf), views in per_layer.items():
+    params["layers"].setdefault(module, {})[leaf] = stacked(views)
+  if not config.tie_embeddings:
+    params["unembed"] = single(_checked_view(ckpt, "lm_head.weight", (v, d), directory).T)
+  return params
+
+
+def _is_lazy_leaf(x) -> bool:
+  return isinstance(x, tuple) and len(x) == 2 and callable(x[1])
+
+
+def from_hf(path, mesh=None) -> tuple[DecoderConfig, dict]:
+  """Reads a HF Llama directory into (config, params) in the scanned layout.
+
+  Without a mesh: host float32 arrays. With a mesh: each param is created on the mesh with its
+  sharding from the rule table, and each device's shard is read from the memory-mapped files
+  on its own (`jax.make_array_from_callback`): a host holds only what its devices hold, so a
+  70B checkpoint converts on a TPU VM host, not only on a machine with 280 GB of memory.
+  """
   directory = pathlib.Path(path)
   config = read_config(directory / "config.json")
   try:
     ckpt = safetensors_io.SafetensorsCheckpoint(directory)
   except safetensors_io.SafetensorsError as e:
     raise CheckpointError(str(e)) from None
-  v, d = config.vocab_size, config.d_model
-
-  layers: dict[str, dict[str, list]] = {}
-  for i in range(config.num_layers):
-    for name, ((module, leaf), shape) in _layer_tensors(config, i).items():
-      w = _hf_to_ours(config, leaf, _read_checked(ckpt, name, shape, directory))
-      layers.setdefault(module, {}).setdefault(leaf, []).append(w)
-  params: dict[str, Any] = {
-      "embedding": _read_checked(ckpt, "model.embed_tokens.weight", (v, d), directory),
-      "final_norm": {"scale": _read_checked(ckpt, "model.norm.weight", (d,), directory)},
-      "layers": {m: {leaf: np.stack(ws) for leaf, ws in leaves.items()}
-                 for m, leaves in layers.items()},
-  }
-  if not config.tie_embeddings:
-    params["unembed"] = _read_checked(ckpt, "lm_head.weight", (v, d), directory).T
   expected = set(_all_hf_names(config))
   unused = sorted(n for n in ckpt.names() if n not in expected and "rotary_emb" not in n)
   if unused:
     raise CheckpointError(f"{directory}: tensors not used by a Llama of this config: "
                           f"{unused[:5]}{' ...' if len(unused) > 5 else ''}")
-  return config, params
+  lazy = _lazy_params(config, ckpt, directory)
+  if mesh is None:
+    return config, jax.tree_util.tree_map(
+        lambda leaf: leaf[1](tuple(slice(None) for _ in leaf[0])), lazy, is_leaf=_is_lazy_leaf)
+  shardings = params_lib.param_shardings(config, mesh)
+  return config, jax.tree_util.tree_map(
+      lambda leaf, sharding: jax.make_array_from_callback(leaf[0], sharding, leaf[1]),
+      lazy, shardings, is_leaf=_is_lazy_leaf)
 
 
 def _all_hf_names(config: DecoderConfig):

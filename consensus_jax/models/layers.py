@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from consensus_jax import partitioning
-from consensus_jax.models import softmax_attention
+from consensus_jax.models import flash_attention, softmax_attention
 from consensus_jax.models.config import DecoderConfig
 
 # The cache is stored heads-major, [batch, kv_heads, length, head_dim]: the layout attention
@@ -209,15 +209,24 @@ class Attention(nn.Module):
                                                                                  kv_axes)
 
   def _attend(self, q_BLHD, k_BKSD, v_BKSD, mask_B11LS):
+    """mask_B11LS: the dense mask, or segment_ids_BL where the decoder chose flash attention."""
     cfg = self.config
     batch, length, num_heads, head_dim = q_BLHD.shape
+    if mask_B11LS.ndim == 2 and flash_attention.supports(length):
+      out_BLHD = flash_attention.attention(q_BLHD * head_dim ** -0.5, k_BKSD, v_BKSD,
+                                           mask_B11LS)
+      return checkpoint_name(out_BLHD, "attention_out")
+    if mask_B11LS.ndim == 2:  # Segment ids, at a length the kernel does not take.
+      mask_B11LS = attention_mask(mask_B11LS)
     groups = num_heads // cfg.num_kv_heads
     # Heads-major layouts make every product a plain batched matmul over (B, K): on CPU the
     # einsum with heads in the middle runs several times slower, forward and backward.
     q_BKGLD = (q_BLHD * head_dim ** -0.5).reshape(
         batch, length, cfg.num_kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
     out_BKGLD = softmax_attention.attention(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS)
-    return out_BKGLD.transpose(0, 3, 1, 2, 4).reshape(batch, length, num_heads, head_dim)
+    return checkpoint_name(
+        out_BKGLD.transpose(0, 3, 1, 2, 4).reshape(batch, length, num_heads, head_dim),
+        "attention_out")
 
   def _cache_variable(self, name, shape, dtype):
     return self.variable("cache", name, jnp.zeros, shape, dtype)

@@ -21,27 +21,24 @@ STUDIES = ("head_to_head", "exclusion", "welfare")
 
 def _load_pipeline(policy_dir, rm_dir, policy_config, rm_config, vocab_dir, vocab_size,
                    sampler, rm_lengths, groups_per_batch, seed):
-  import jax
-
-  from consensus_jax import checkpointing, consensus, inference, rm_eval
+  from consensus_jax import consensus, partitioning, reward_scoring, serving
   from consensus_jax.data import prompts, vocab
-  from consensus_jax.models import params as params_lib
-  from consensus_jax.models import reward
   from consensus_jax.studies import runner
 
   vocabulary = vocab.get_vocabulary(vocab_dir, vocab_size)
-  policy_params = jax.device_get(checkpointing.load_latest_params(
-      policy_dir, params_lib.abstract_params(policy_config))[0])
-  rm_params = jax.device_get(checkpointing.load_latest_params(
-      rm_dir, params_lib.abstract_params(rm_config, reward.RewardModel))[0])
+  mesh = partitioning.make_mesh()
+  policy_params = serving.load_params(policy_dir, policy_config, mesh)[0]
+  rm_params = serving.load_reward_model(rm_dir, rm_config, mesh)[0]
   cfg = consensus.ConsensusConfig(sampler=sampler,
                                   statement_head_ids=prompts.rm_statement_head_ids(vocabulary),
                                   rule="utilitarian")
-  consensus_runner = inference.ConsensusRunner(
+  consensus_runner = serving.ConsensusRunner(
       policy_config, policy_params, rm_config, rm_params, vocabulary, cfg,
-      rm_prefix_length=rm_lengths["inputs"], rm_candidate_length=rm_lengths["targets"])
-  scorer = rm_eval.Scorer(rm_config, rm_params, vocabulary,
-                          rm_eval.Lengths(rm_lengths["inputs"], rm_lengths["targets"]))
+      rm_prefix_length=rm_lengths["inputs"], rm_candidate_length=rm_lengths["targets"],
+      mesh=mesh)
+  scorer = reward_scoring.Scorer(
+      rm_config, rm_params, vocabulary,
+      reward_scoring.Lengths(rm_lengths["inputs"], rm_lengths["targets"]), mesh=mesh)
   return runner.StudyPipeline(consensus_runner, scorer, groups_per_batch, seed)
 
 

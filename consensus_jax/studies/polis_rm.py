@@ -9,10 +9,9 @@ import dataclasses
 import pathlib
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 
-from consensus_jax import checkpointing, rm_eval
+from consensus_jax import partitioning, reward_scoring, serving
 from consensus_jax.data import polis, polis_examples, polis_votes, vocab
 
 MODES = ("new", "existing")
@@ -20,7 +19,7 @@ MODES = ("new", "existing")
 
 @dataclasses.dataclass
 class PolisRewardModel:
-  scorer: rm_eval.Scorer
+  scorer: reward_scoring.Scorer
   step: int
   model_dir: str
   batch_size: int = 64
@@ -74,11 +73,13 @@ class PolisRewardModel:
 
 
 def load(model_dir: str, objective, vocab_dir: str, vocab_size: int = 8000,
-         lengths: rm_eval.Lengths = rm_eval.Lengths(160, 64),
-         checkpoint_step: int | None = None) -> PolisRewardModel:
-  """The latest (or the given) checkpoint of a Polis RM run (runs/reward_polis.gin)."""
-  params, step = checkpointing.load_latest_params(pathlib.Path(model_dir),
-                                                  objective.abstract_params(), checkpoint_step)
-  scorer = rm_eval.Scorer(objective.config, jax.device_get(params),
-                          vocab.get_vocabulary(vocab_dir, vocab_size), lengths)
+         lengths: reward_scoring.Lengths = reward_scoring.Lengths(160, 64),
+         checkpoint_step: int | None = None, mesh=None) -> PolisRewardModel:
+  """The latest (or the given) checkpoint of a Polis RM run (runs/reward_polis.gin), restored
+  onto `mesh` (None: partitioning.make_mesh())."""
+  mesh = partitioning.make_mesh() if mesh is None else mesh
+  params, step = serving.load_reward_model(pathlib.Path(model_dir), objective.config, mesh,
+                                           checkpoint_step)
+  scorer = reward_scoring.Scorer(objective.config, params,
+                                 vocab.get_vocabulary(vocab_dir, vocab_size), lengths, mesh=mesh)
   return PolisRewardModel(scorer=scorer, step=step, model_dir=str(model_dir))

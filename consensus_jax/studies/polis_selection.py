@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import gin
 import numpy as np
 
-from consensus_jax import atomic_io, gin_utils, rm_eval, welfare
+from consensus_jax import atomic_io, gin_utils, partitioning, reward_scoring, welfare
 from consensus_jax.data import polis, polis_examples, polis_votes, prompts
 from consensus_jax.studies import polis_peers, polis_rm
 
@@ -203,9 +203,10 @@ def report(polis_dir: str = gin.REQUIRED, output_dir: str = gin.REQUIRED, object
                                    f"{polis_dir}")
     names = list(conversations)
   lengths = task_feature_lengths or {"inputs": 160, "targets": 64}
+  mesh = partitioning.make_mesh()
   models = _fold_models(names, model_dir, fold_model_dirs, lambda d: polis_rm.load(
-      d, objective, vocab_dir, vocab_size, rm_eval.Lengths(lengths["inputs"],
-                                                           lengths["targets"])))
+      d, objective, vocab_dir, vocab_size,
+      reward_scoring.Lengths(lengths["inputs"], lengths["targets"]), mesh=mesh))
   auc, selection = {}, {}
   for name in names:
     conversation = polis.load_conversation(pathlib.Path(polis_dir) / name)

@@ -1,6 +1,6 @@
 """The studies' data: sample -> score for held-out rounds, then judge everything produced.
 
-For each round the consensus program (inference.ConsensusRunner: the SFT policy samples N
+For each round the consensus program (serving.ConsensusRunner: the SFT policy samples N
 candidates, the RM scores every (candidate, member) pair) runs on the round's question and
 opinions, and the RM also scores the members' own opinions as candidates (for the
 best-predicted-opinion system). Judges (studies.judges) then rate every text for every member.
@@ -13,26 +13,27 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from consensus_jax import inference, rm_eval
+from consensus_jax import reward_scoring, serving
+from consensus_jax.data import groups as groups_lib
 from consensus_jax.data import prompts, records
 from consensus_jax.studies import systems
 
 
 @dataclasses.dataclass
 class StudyPipeline:
-  runner: inference.ConsensusRunner
-  scorer: rm_eval.Scorer
+  runner: serving.ConsensusRunner
+  scorer: reward_scoring.Scorer
   groups_per_batch: int = 4
   seed: int = 0
 
   def _groups(self, rounds: Sequence[records.Round],
-              left_out: Sequence[int | None]) -> list[inference.Group]:
+              left_out: Sequence[int | None]) -> list[groups_lib.Group]:
     groups = []
     for round_, skip in zip(rounds, left_out):
       kept = [o for m, o in enumerate(round_.opinions) if m != skip]
-      groups.append(inference.Group(round_.id, round_.question.text,
-                                    tuple(o.participant_id for o in kept),
-                                    tuple(o.text for o in kept)))
+      groups.append(groups_lib.Group(round_.id, round_.question.text,
+                                     tuple(o.participant_id for o in kept),
+                                     tuple(o.text for o in kept)))
     return groups
 
   def run(self, rounds: Sequence[records.Round], left_out: Sequence[int | None] | None = None,

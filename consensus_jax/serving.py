@@ -1,109 +1,73 @@
-"""Groups in, consensus statements out: tokenisation around the compiled consensus program.
+"""Serving: models loaded onto the mesh, groups in, consensus statements out.
 
-Input JSONL, one group per line:
-  {"id": "g1", "question": "...", "opinions": ["...", "..."]}
-  (an opinion may also be {"participant_id": "p1", "text": "..."})
-A group needs at least two members and no empty opinion; a prompt longer than the largest
-prompt bucket (or than the policy's context minus the new tokens) is an error naming the group.
-Member prefixes longer than the RM's prefix length are truncated at the end, as in training.
+Params are restored from orbax straight onto the mesh with the shardings of the rule table (no
+host copy) and the policy is converted to the layout the sampler decodes in once, at load
+(`programs.to_serving_layout`). `ConsensusRunner` frames groups into ids (data.prompts), pads
+the batch to the mesh's batch shards, runs the compiled consensus program (programs.py) and
+turns ids back into text. A prompt longer than the largest prompt bucket (or than the policy's
+context minus the new tokens) is an error naming the group; member prefixes longer than the
+RM's prefix length are truncated at the end, as in training. Groups are read by data.groups.
 """
 import dataclasses
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
 import seqio
+from jax.sharding import Mesh
 
-from consensus_jax import consensus, decoding
-from consensus_jax.data import jsonl, prompts
+from consensus_jax import checkpointing, consensus, decoding, partitioning, programs
+from consensus_jax.data import prompts
 from consensus_jax.data.errors import DataError
+from consensus_jax.data.groups import Group
+from consensus_jax.models import params as params_lib
+from consensus_jax.models import reward
 from consensus_jax.models.config import DecoderConfig
+from consensus_jax.models.decoder import Decoder
 
 
-@dataclasses.dataclass(frozen=True)
-class Group:
-  id: str
-  question: str
-  participant_ids: tuple[str, ...]
-  opinions: tuple[str, ...]
+def load_params(model_dir: str | pathlib.Path, config: DecoderConfig, mesh: Mesh,
+                model_cls=None, step: Optional[int] = None) -> tuple[Any, int]:
+  """(params, step): a run's latest checkpoint (or `step`) restored onto the mesh, each param
+  with its sharding from the rule table."""
+  model_cls = model_cls or Decoder
+  abstract = params_lib.abstract_params(config, model_cls)
+  shardings = params_lib.param_shardings(config, mesh, model_cls)
+  return checkpointing.load_latest_params(
+      model_dir, checkpointing.abstract_with_shardings(abstract, shardings), step)
 
 
-def _string(value: Any, where: str, what: str) -> str:
-  # A JSON null or number read as text would be asked as "None" or "3": refuse it instead.
-  if not isinstance(value, str):
-    raise DataError(f"{where}: {what} must be a string, got {value!r}")
-  if not value.strip():
-    raise DataError(f"{where}: {what} is empty")
-  return value
+def load_reward_model(rm_dir: str | pathlib.Path, config: DecoderConfig, mesh: Mesh,
+                      step: Optional[int] = None) -> tuple[Any, int]:
+  return load_params(rm_dir, config, mesh, reward.RewardModel, step)
 
 
-def _identifier(value: Any, where: str, what: str) -> str:
-  """An id as text: a non-empty string, or an integer read as its decimal text."""
-  if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
-    raise DataError(f"{where}: {what} must be a non-empty string or an integer, got {value!r}")
-  return str(value)
+def serve_policy(config: DecoderConfig, params: Any, sampler: decoding.SamplerConfig,
+                 mesh: Mesh) -> tuple[DecoderConfig, Any]:
+  """Policy params (checkpoint layout, anywhere) on the mesh in the layout the sampler decodes
+  in; a no-op placement for params already restored onto the mesh."""
+  params = jax.device_put(params, programs.policy_shardings(config, mesh))
+  serving_config, convert = programs.to_serving_layout(config, sampler, mesh)
+  return serving_config, params if convert is None else convert(params)
 
 
-def _parse_group(obj: Any, where: str) -> Group:
-  if not isinstance(obj, dict):
-    raise DataError(f"{where}: a group must be a JSON object")
-  for key in ("id", "question", "opinions"):
-    if key not in obj:
-      raise DataError(f"{where}: missing field {key!r}")
-  group_id = _identifier(obj["id"], where, "'id'")
-  question = _string(obj["question"], where, f"group {group_id!r}: 'question'")
-  opinions = obj["opinions"]
-  if not isinstance(opinions, list) or len(opinions) < 2:
-    raise DataError(f"{where}: group {group_id!r} has "
-                    f"{len(opinions) if isinstance(opinions, list) else 'no'} opinion(s); a "
-                    "consensus needs at least two members")
-  ids, texts = [], []
-  for i, opinion in enumerate(opinions):
-    what = f"group {group_id!r}: opinion {i + 1}"
-    if isinstance(opinion, dict):
-      pid = _identifier(opinion.get("participant_id", f"m{i + 1}"), where,
-                        f"{what}: 'participant_id'")
-      text = _string(opinion.get("text"), where, f"{what}: 'text'")
-    else:
-      pid, text = f"m{i + 1}", _string(opinion, where, what)
-    ids.append(pid)
-    texts.append(text)
-  if len(set(ids)) != len(ids):
-    raise DataError(f"{where}: group {group_id!r}: duplicate participant ids")
-  return Group(group_id, question, tuple(ids), tuple(texts))
-
-
-def groups_from_rounds(rounds, limit: int) -> list[dict]:
-  """The question and opinions of deliberation rounds, as infer's input records."""
-  return [{"id": r.id, "question": r.question.text,
-           "opinions": [{"participant_id": o.participant_id, "text": o.text} for o in r.opinions]}
-          for r in list(rounds)[:limit]]
-
-
-def read_groups_from_rounds(rounds) -> list[Group]:
-  """Deliberation rounds as the groups the runner takes (their question and opinions)."""
-  return [Group(r.id, r.question.text, tuple(o.participant_id for o in r.opinions),
-                tuple(o.text for o in r.opinions)) for r in rounds]
-
-
-def read_groups(path: str | pathlib.Path) -> list[Group]:
-  """Every group of a JSONL file, validated before any model loads; group ids must be unique
-  (outputs are matched to inputs by id)."""
-  groups, first_line = [], {}
-  if not pathlib.Path(path).is_file():
-    raise DataError(f"{path}: no such input file")
-  for line_number, obj in jsonl.iter_objects(path):
-    where = f"{path}:{line_number}"
-    group = _parse_group(obj, where)
-    if group.id in first_line:
-      raise DataError(f"{where}: duplicate group id {group.id!r} (first on line "
-                      f"{first_line[group.id]})")
-    first_line[group.id] = line_number
-    groups.append(group)
-  if not groups:
-    raise DataError(f"{path}: no groups")
-  return groups
+def greedy_continuations(config: DecoderConfig, params: Any,
+                         prompt_ids: Sequence[Sequence[int]], eos_id: int,
+                         max_new_tokens: int = 64, mesh: Optional[Mesh] = None) -> list[list[int]]:
+  """The argmax continuation of each prompt (ids, start token included), EOS dropped: the
+  sampler at temperature 0, for quick looks at a policy (launch/sft_demo.py)."""
+  mesh = partitioning.single_device_mesh() if mesh is None else mesh
+  longest = max(len(ids) for ids in prompt_ids)
+  sampler = decoding.SamplerConfig(max_new_tokens=max_new_tokens, num_samples=1,
+                                   temperature=0.0, eos_id=eos_id, prompt_buckets=(longest,))
+  serving_config, params = serve_policy(config, params, sampler, mesh)
+  tokens_BP, lengths_B = decoding.pad_to_bucket(prompt_ids, sampler.prompt_buckets,
+                                                config.max_seq_len)
+  samples = programs.sampler(serving_config, sampler, mesh).run_on_host_batch(
+      (params,), (tokens_BP, lengths_B), (jax.random.key(0),))
+  return [[int(t) for t in samples.tokens_BNT[b, 0, :samples.lengths_BN[b, 0]] if t != eos_id]
+          for b in range(len(prompt_ids))]
 
 
 def usable_prompt_buckets(policy_config: DecoderConfig,
@@ -155,9 +119,17 @@ class ConsensusRunner:
   cfg: consensus.ConsensusConfig
   rm_prefix_length: int = 128
   rm_candidate_length: int = 96
+  mesh: Optional[Mesh] = None  # None: one device.
 
   def __post_init__(self):
-    self._program = consensus.compile_program(self.policy_config, self.rm_config, self.cfg)
+    """Places both models on the mesh (the policy in its serving layout) and compiles."""
+    self.mesh = partitioning.single_device_mesh() if self.mesh is None else self.mesh
+    serving_config, self.policy_params = serve_policy(self.policy_config, self.policy_params,
+                                                      self.cfg.sampler, self.mesh)
+    self.rm_params = jax.device_put(self.rm_params,
+                                    programs.reward_shardings(self.rm_config, self.mesh))
+    self._program = programs.consensus_program(serving_config, self.rm_config, self.cfg,
+                                               self.mesh)
 
   def _prompts(self, groups: Sequence[Group]):
     return policy_prompt_batch(self.vocabulary, groups, self.policy_config, self.cfg.sampler)
@@ -176,11 +148,9 @@ class ConsensusRunner:
 
   def run_arrays(self, groups: Sequence[Group], rng: jax.Array):
     """The program's outputs as host arrays, and each group's candidates as text [B][N]."""
-    prompt_BP, prompt_lengths_B = self._prompts(groups)
-    prefixes_BMQ, prefix_lengths_BM, mask_BM = self._prefixes(groups)
-    out = jax.device_get(self._program(self.policy_params, self.rm_params, prompt_BP,
-                                       prompt_lengths_B, prefixes_BMQ, prefix_lengths_BM,
-                                       mask_BM, rng))
+    out = self._program.run_on_host_batch(
+        (self.policy_params, self.rm_params),
+        (*self._prompts(groups), *self._prefixes(groups)), (rng,))
     return out, candidate_texts(self.vocabulary, out.candidate_tokens_BNT,
                                 out.candidate_lengths_BN, self.cfg.sampler.eos_id)
 

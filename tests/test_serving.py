@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from consensus_jax import consensus, decoding, inference
-from consensus_jax.data import errors, prompts, vocab
+from consensus_jax import consensus, decoding, serving
+from consensus_jax.data import errors, groups as groups_lib, prompts, vocab
 from consensus_jax.models import decoder, reward
 from consensus_jax.models.config import DecoderConfig
 
@@ -49,18 +49,18 @@ GOOD = json.dumps({"id": "g1", "question": "Should cities ban cars?",
 ])
 def test_bad_groups_name_file_and_line(tmp_path, line, message):
   with pytest.raises(errors.DataError, match=message):
-    inference.read_groups(_write(tmp_path, [GOOD, line]))
+    groups_lib.read_groups(_write(tmp_path, [GOOD, line]))
 
 
 def test_bytes_that_are_not_utf8_are_named(tmp_path):
   path = tmp_path / "groups.jsonl"
   path.write_bytes(GOOD.encode() + b"\n" + b'{"id": "g2", "question": "Q\xff?"}\n')
   with pytest.raises(errors.DataError, match=r"groups.jsonl:2: not UTF-8 text \(byte 28 "):
-    inference.read_groups(path)
+    groups_lib.read_groups(path)
 
 
 def test_infer_checks_output_dir_and_every_prompt_before_loading_models(tmp_path, runner):
-  from consensus_jax import infer
+  from consensus_jax import serving_job
 
   vocab_dir = tmp_path / "vocab"
   vocab_dir.mkdir()
@@ -70,7 +70,7 @@ def test_infer_checks_output_dir_and_every_prompt_before_loading_models(tmp_path
   blocker = tmp_path / "a_file"
   blocker.write_text("")
   with pytest.raises(OSError, match=r"infer.output_dir \(OUTPUT_DIR\): cannot write into"):
-    infer.infer(input_path=str(tmp_path / "missing.jsonl"), output_dir=str(blocker / "out"),
+    serving_job.infer(input_path=str(tmp_path / "missing.jsonl"), output_dir=str(blocker / "out"),
                 **kwargs)
   long_opinion = " ".join(["transport policy matters to everyone here"] * 80)
   path = _write(tmp_path, [GOOD, json.dumps({"id": "too-long", "question": "Q?",
@@ -79,7 +79,7 @@ def test_infer_checks_output_dir_and_every_prompt_before_loading_models(tmp_path
   for file in pathlib.Path(runner.vocabulary.sentencepiece_model_file).parent.iterdir():
     (vocab_dir / file.name).write_bytes(file.read_bytes())
   with pytest.raises(errors.DataError, match=r"group 'too-long': its prompt is \d+ tokens"):
-    infer.infer(input_path=str(path), output_dir=str(tmp_path / "out"), **kwargs)
+    serving_job.infer(input_path=str(path), output_dir=str(tmp_path / "out"), **kwargs)
   assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -96,12 +96,12 @@ def runner(tmp_path_factory, shared_data_dir):
       sampler=decoding.SamplerConfig(max_new_tokens=8, num_samples=3, eos_id=1,
                                      prompt_buckets=(64, 128, 512)),
       statement_head_ids=head, rule="rawlsian")
-  return inference.ConsensusRunner(CONFIG, init(decoder.Decoder(CONFIG), 0), CONFIG, rm_params,
-                                   vocabulary, cfg, rm_prefix_length=48, rm_candidate_length=16)
+  return serving.ConsensusRunner(CONFIG, init(decoder.Decoder(CONFIG), 0), CONFIG, rm_params,
+                                 vocabulary, cfg, rm_prefix_length=48, rm_candidate_length=16)
 
 
 def test_runner_returns_the_winner_with_every_members_agreement(tmp_path, runner):
-  groups = inference.read_groups(_write(tmp_path, [GOOD, json.dumps(
+  groups = groups_lib.read_groups(_write(tmp_path, [GOOD, json.dumps(
       {"id": "g2", "question": "Should school start later?",
        "opinions": [{"participant_id": "ann", "text": "Teenagers need sleep."},
                     {"participant_id": "bo", "text": "Parents work early."},
@@ -121,12 +121,12 @@ def test_runner_returns_the_winner_with_every_members_agreement(tmp_path, runner
     for c in result["candidates"]:
       assert list(c["predicted_agreement"]) == list(group.participant_ids)
       assert all(1.0 <= v <= 7.0 for v in c["predicted_agreement"].values())
-  assert "* chosen" in inference.agreement_table(results[1])
+  assert "* chosen" in serving.agreement_table(results[1])
 
 
 def test_prompt_longer_than_the_context_is_an_error_naming_the_group(tmp_path, runner):
   long_opinion = " ".join(["transport policy matters to everyone here"] * 80)
-  groups = inference.read_groups(_write(tmp_path, [json.dumps(
+  groups = groups_lib.read_groups(_write(tmp_path, [json.dumps(
       {"id": "too-long", "question": "Should cities ban cars?",
        "opinions": [long_opinion, "No."]})]))
   with pytest.raises(errors.DataError, match=r"group 'too-long': its prompt is \d+ tokens, "
