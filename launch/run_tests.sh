@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh || exit 1
 . .venv/bin/activate
-python -m pytest -q "$@"
+python -m pytest -q --durations=30 "$@"
 code=$?
 if [ "$code" -eq 5 ]; then
   echo "run_tests.sh: pytest collected no tests; treating that as a failure" >&2
