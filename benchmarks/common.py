@@ -1,5 +1,6 @@
-"""Shared benchmark helpers: repeated timings, the machine's f32 matmul peak, model configs and
-random params, and the train benchmarks' shared main (timed by benchmarks/timing)."""
+"""Shared benchmark helpers: repeated timings, the machine's f32 matmul peak and memory bandwidth,
+model configs and random params, and the train benchmarks' shared main (timed by
+benchmarks/timing)."""
 import os
 import statistics
 import time
@@ -33,6 +34,38 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
   torch_s, _ = median_seconds(lambda: t @ t, repeats)
   flops = 2.0 * size ** 3
   return {"jax": flops / jax_s / 1e9, "torch": flops / torch_s / 1e9}
+
+
+def memory_bandwidth_gbs(megabytes: int = 256, repeats: int = 5,
+                         threads: int | None = None) -> float:
+  """This machine's memory bandwidth in GB/s by a STREAM-style triad, a = b + s * c on float32
+  arrays far larger than the caches, counted as STREAM counts it (two arrays read, one written:
+  12 bytes per element). Every core takes a slice; each slice is done in blocks that fit the
+  L2 cache, so numpy's two passes (a = s * c, then a += b) cost the memory one pass. Best of
+  `repeats`."""
+  import concurrent.futures
+
+  threads = threads or os.cpu_count()
+  n = megabytes * 2 ** 20 // 4
+  rng = np.random.RandomState(0)
+  b, c = rng.rand(n).astype(np.float32), rng.rand(n).astype(np.float32)
+  a = np.empty_like(b)
+  block = 32 * 1024  # 128 KB a block per array.
+  bounds = np.linspace(0, n, threads + 1).astype(int)
+
+  def triad(lo, hi):
+    for start in range(lo, hi, block):
+      stop = min(start + block, hi)
+      np.multiply(c[start:stop], np.float32(3.0), out=a[start:stop])
+      np.add(a[start:stop], b[start:stop], out=a[start:stop])
+
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    def run():
+      list(pool.map(triad, bounds[:-1], bounds[1:]))
+    run()  # First touch of `a`.
+    best = min(median_seconds(run, 1, warmup=0)[0] for _ in range(repeats))
+  np.testing.assert_allclose(a[:1000], b[:1000] + 3.0 * c[:1000], rtol=1e-6)
+  return 3 * 4 * n / best / 1e9
 
 
 def machine_load() -> str:

@@ -8,6 +8,13 @@ sample num_samples continuations of each 64-token prompt at temperature 1 with a
 neither stops early (no EOS), so both produce exactly prompts x samples x new_tokens tokens.
 The sides are timed by benchmarks/timing (warm-up until runs agree, alternating rounds, min /
 median / spread, ratio flagged when unsteady); torch runs with every core and inference_mode.
+
+The memory-bandwidth bound: the script measures this machine's bandwidth (a STREAM-style triad,
+benchmarks.common.memory_bandwidth_gbs) and counts the bytes a run must read from memory: the
+weights once for the prefill and once per decode step (the embedding table only for the rows
+looked up, unless tied to the output), the prompt cache every step, and every step the sample
+cache chunks that step reads. bytes / bandwidth is the fastest the run could be; the fraction of
+that bound the sampler reaches is printed beside the ratio.
 """
 import argparse
 import os
@@ -35,6 +42,25 @@ def sampler_side(config, host_params, prompts, samples, new_tokens):
   sample = programs.sampler(serving_config, cfg, mesh)
   keys = iter(jax.random.split(jax.random.key(1), 1000))
   return lambda: jax.block_until_ready(sample(params, prompts, lengths, next(keys)))
+
+
+def bytes_read(config, host_params, prompts, samples, new_tokens,
+               cache_chunk: int | None = None) -> dict[str, float]:
+  """Bytes one sampler run must read from memory, by what is read (see the module doc)."""
+  cache_chunk = decoding.SamplerConfig.cache_chunk if cache_chunk is None else cache_chunk
+  param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(host_params))
+  table = host_params["embedding"]
+  rows = prompts.shape[0] * samples
+  if not config.tie_embeddings:  # A step reads only the rows it looks up.
+    param_bytes -= table.size * table.dtype.itemsize - rows * table.shape[1] * table.dtype.itemsize
+  item = np.dtype(config.compute_dtype).itemsize
+  per_slot = 2 * config.num_layers * config.num_kv_heads * config.resolved_head_dim * item
+  prompt_cache = prompts.shape[0] * prompts.shape[1] * per_slot
+  chunk = cache_chunk or new_tokens
+  sample_cache = sum(min(new_tokens, (step // chunk + 1) * chunk) * rows * per_slot
+                     for step in range(new_tokens))
+  return {"weights": param_bytes * (new_tokens + 1), "prompt cache": prompt_cache * new_tokens,
+          "sample cache": sample_cache}
 
 
 def generate_side(config, host_params, prompts, samples, new_tokens, device="cpu"):
@@ -81,16 +107,26 @@ def main():
   prompts = np.random.RandomState(0).randint(3, config.vocab_size, (
       args.prompts, args.prompt_length)).astype(np.int32)
   shapes = (config, params, prompts, args.samples, args.new_tokens)
+  bandwidth = common.memory_bandwidth_gbs()
   result = timing.compare({"consensus_jax": sampler_side(*shapes),
                            "transformers": generate_side(*shapes)},
                           rounds=args.rounds, repeats=args.repeats)
   generated = args.prompts * args.samples * args.new_tokens
+  must_read = bytes_read(*shapes)
+  bound_s = sum(must_read.values()) / bandwidth / 1e9
   print(f"model {args.gin_file}: {params_lib.count_params(config) / 1e6:.1f}M params; "
         f"{args.prompts} prompt(s) of {args.prompt_length} tokens x {args.samples} samples x "
         f"{args.new_tokens} new tokens; {args.rounds} alternating rounds of {args.repeats} runs; "
         f"before: {load_before}; after: {common.machine_load()}")
   for line in timing.report(result, generated, "new tokens/s", ("consensus_jax", "transformers")):
     print(line)
+  print(f"memory bandwidth (triad, measured now): {bandwidth:.1f} GB/s; a run must read "
+        + ", ".join(f"{name} {b / 1e9:.2f} GB" for name, b in must_read.items())
+        + f": bound {bound_s:.3f} s ({args.new_tokens} steps, "
+        f"{bound_s / args.new_tokens * 1e3:.1f} ms a step)")
+  for name, t in result.items():
+    print(f"{name:14s} {bound_s / t.median:.0%} of the bandwidth bound (median run; "
+          f"{t.median / args.new_tokens * 1e3:.1f} ms a step), {bound_s / t.min:.0%} (fastest)")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Jitted welfare selection vs a per-group numpy loop, for every rule.
 
 4096 groups x 16 candidates x 5 member slots (uniform random utilities in [1, 7], 3..5 present
-members per group). For each rule: the median ms per call of the jitted `welfare.select`
-(block_until_ready), the ms of a Python loop over groups that runs the same algorithm in plain
-numpy per group (measured on a subset of groups and scaled linearly to the full batch; the
-output says so), and the speed-up ratio. The two are checked to pick the same winners first.
+members per group). For each rule: the jitted `welfare.select` (block_until_ready) against a
+Python loop over groups that runs the same algorithm in plain numpy per group (measured on a
+subset of groups and scaled linearly to the full batch; the output says so), each by min /
+median / spread, and the ratio of medians and of minimums (benchmarks/timing: warm-up until runs
+agree, alternating rounds, flagged when unsteady). The two are checked to pick the same winners
+first.
 
-  python -m benchmarks.welfare [--groups=4096] [--numpy_groups=256] [--runs=20]
+  python -m benchmarks.welfare [--groups=4096] [--numpy_groups=256] [--rounds=3 --repeats=5]
 """
 import argparse
 import os
@@ -16,7 +18,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common, timing  # noqa: E402
 from consensus_jax import welfare  # noqa: E402
 
 NUM_CANDIDATES, NUM_MEMBERS = 16, 5
@@ -101,7 +103,8 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--groups", type=int, default=4096)
   parser.add_argument("--numpy_groups", type=int, default=256)
-  parser.add_argument("--runs", type=int, default=20)
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=5, help="Timed runs per side per round.")
   args = parser.parse_args()
   numpy_groups = min(args.numpy_groups, args.groups)
   scale = args.groups / numpy_groups
@@ -111,10 +114,11 @@ def main() -> None:
   print(f"welfare.select: {args.groups} groups x {NUM_CANDIDATES} candidates x {NUM_MEMBERS} "
         f"member slots (3-5 present), float32, {jax.devices()[0].platform}; "
         f"{common.machine_load()}")
-  print(f"jax: median of {args.runs} jitted calls. numpy: a Python loop over groups, measured "
-        f"on {numpy_groups} of {args.groups} groups"
-        + (f" and scaled x{scale:g}" if scale != 1 else "") + ", median of 3 runs")
-  print(f"{'rule':<28}{'jax ms':>10}{'numpy ms':>12}{'speed-up':>10}")
+  print(f"jax: jitted calls; numpy: a Python loop over groups, measured on {numpy_groups} of "
+        f"{args.groups} groups" + (f" and scaled x{scale:g}" if scale != 1 else "")
+        + f"; {args.rounds} alternating rounds of {args.repeats} runs per side")
+  print(f"{'rule':<28}{'jax ms min/median/spread':>26}{'numpy ms min/median/spread':>30}"
+        f"{'ratio (medians, minimums)':>28}")
   for rule, params in RULES:
     def run_jax():
       return jax.block_until_ready(welfare.select(utilities_dev, mask_dev, rule, **params))
@@ -126,12 +130,19 @@ def main() -> None:
                                atol=1e-4, err_msg=rule)
     agree = np.mean(np.asarray(winner)[:numpy_groups] == ref_winner)
     assert agree > 0.99, f"{rule}: winners agree on only {agree:.1%} of groups"
-    jax_s, _ = common.median_seconds(run_jax, args.runs)
-    numpy_s, _ = common.median_seconds(
-        lambda: numpy_select(utilities[:numpy_groups], mask[:numpy_groups], rule, params), 3)
-    numpy_s *= scale
+    result = timing.compare(
+        {"jax": run_jax, "numpy": lambda: numpy_select(utilities[:numpy_groups],
+                                                       mask[:numpy_groups], rule, params)},
+        rounds=args.rounds, repeats=args.repeats)
+    result["numpy"].seconds = [s * scale for s in result["numpy"].seconds]
+    jax_t, numpy_t = result["jax"], result["numpy"]
     label = rule + "".join(f" {k}={v:g}" for k, v in params.items())
-    print(f"{label:<28}{jax_s * 1e3:>10.2f}{numpy_s * 1e3:>12.1f}{numpy_s / jax_s:>9.0f}x")
+    unsteady = [name for name, t in result.items() if t.spread > timing.SPREAD_LIMIT]
+    ratio = (f"{numpy_t.median / jax_t.median:.0f}x, {numpy_t.min / jax_t.min:.0f}x"
+             + (f" UNRELIABLE ({', '.join(unsteady)} spread)" if unsteady else ""))
+    print(f"{label:<28}{jax_t.min * 1e3:>9.2f} /{jax_t.median * 1e3:>7.2f} /{jax_t.spread:>5.0%}"
+          f"{numpy_t.min * 1e3:>12.1f} /{numpy_t.median * 1e3:>7.1f} /{numpy_t.spread:>5.0%}"
+          f"   {ratio:>24}")
 
 
 if __name__ == "__main__":
