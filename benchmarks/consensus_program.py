@@ -12,9 +12,9 @@ pick a winner.
   cache; the RM runs each member's prefix once and scores all candidates against its cache).
 - transformers, as its user would write it: `LlamaForCausalLM.generate` with
   `num_return_sequences` for all groups' prompts at once (the same policy weights, exported with
-  hf_import.to_hf), then `LlamaForSequenceClassification` (num_labels=1, same shape, random
-  weights: the time does not depend on them) on every (prefix + statement head + candidate +
-  EOS) sequence in batches of `--hf_score_batch`, then numpy welfare per group
+  hf_import.to_hf), then `LlamaForSequenceClassification` (num_labels=1, the RM's backbone
+  exported the same way, its score head set to the RM's) on every (prefix + statement head +
+  candidate + EOS) sequence in batches of `--hf_score_batch`, then numpy welfare per group
   (benchmarks.welfare's reference implementation). torch with every core, inference_mode.
 
 Timed by benchmarks/timing (warm-up until runs agree, alternating rounds, min / median / spread,
@@ -84,7 +84,7 @@ def ours_sides(config, policy_host, rm_host, inputs, candidates, new_tokens):
   }
 
 
-def transformers_side(config, policy_host, inputs, candidates, new_tokens, score_batch,
+def transformers_side(config, policy_host, rm_host, inputs, candidates, new_tokens, score_batch,
                       phases):
   """The transformers pipeline as one run-to-completion fn; appends each run's phase times to
   `phases` (sampling, scoring, welfare)."""
@@ -94,8 +94,15 @@ def transformers_side(config, policy_host, inputs, candidates, new_tokens, score
   with tempfile.TemporaryDirectory() as hf_dir:
     hf_import.to_hf(config, policy_host, hf_dir)
     policy = transformers.LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
-  rm = common.torch_llama(config, "LlamaForSequenceClassification", num_labels=1,
-                          pad_token_id=0).eval()
+  with tempfile.TemporaryDirectory() as hf_dir:
+    # The RM's backbone has no unembedding; the classifier ignores the one written here.
+    hf_import.to_hf(config, {**rm_host["backbone"], "unembed": np.zeros(
+        (config.d_model, config.vocab_size), np.float32)}, hf_dir)
+    rm = transformers.LlamaForSequenceClassification.from_pretrained(
+        hf_dir, dtype=torch.float32, num_labels=1, pad_token_id=0).eval()
+  with torch.no_grad():
+    rm.score.weight.copy_(torch.from_numpy(np.asarray(rm_host["score_kernel"])[None]))
+  score_bias = float(rm_host["score_bias"])  # The classifier's head has none.
   prompts = torch.from_numpy(inputs["prompts"].astype(np.int64))
   prefixes = torch.from_numpy(inputs["prefixes"].astype(np.int64))
   mask = inputs["mask"]
@@ -122,7 +129,8 @@ def transformers_side(config, policy_host, inputs, candidates, new_tokens, score
               groups * candidates * members, -1)
       scores = torch.cat([rm(input_ids=batch, attention_mask=torch.ones_like(batch)).logits
                           for batch in sequences.split(score_batch)])
-      utilities = scores.reshape(groups, candidates, members).numpy()
+      utilities = 1 / (1 + np.exp(-(scores.reshape(groups, candidates, members).numpy()
+                                     + score_bias)))
     scored = time.perf_counter()
     winners, _ = welfare_bench.numpy_select(utilities, mask, RULE, {})
     assert winners.shape == (groups,)
@@ -153,11 +161,14 @@ def main():
   config = common.model_config(args.gin_file)
   policy = common.random_params(config)
   rm = common.random_params(config, reward.RewardModel, seed=1)
+  rm["score_kernel"] = np.random.RandomState(1).normal(0, 0.02, config.d_model).astype(
+      np.float32)  # Initialised to zeros: every utility would tie.
   inputs = make_inputs(config, args.groups, args.members)
   shapes = (config, policy, inputs, args.candidates, args.new_tokens)
   phases = []
   sides = {**ours_sides(config, policy, rm, *shapes[2:]),
-           "transformers": transformers_side(*shapes, args.hf_score_batch, phases)}
+           "transformers": transformers_side(config, policy, rm, *shapes[2:],
+                                             args.hf_score_batch, phases)}
   result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   g = args.groups
   print(f"model {args.gin_file} ({params_lib.count_params(config) / 1e6:.1f}M params) as policy "
