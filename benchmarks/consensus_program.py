@@ -91,6 +91,7 @@ def transformers_side(config, policy_host, rm_host, inputs, candidates, new_toke
   import torch
   import transformers
 
+  transformers.logging.set_verbosity_error()  # Its load report lists the head it does not load.
   with tempfile.TemporaryDirectory() as hf_dir:
     hf_import.to_hf(config, policy_host, hf_dir)
     policy = transformers.LlamaForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()

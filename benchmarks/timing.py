@@ -88,7 +88,7 @@ def report(timings: Mapping[str, Timings], work: float, unit: str,
   ratio of `ratio[0]` over `ratio[1]` (in speed), of medians and of minimums, or a flag."""
   lines = []
   for name, t in timings.items():
-    lines.append(f"{name:14s} {work / t.median:10.1f} {unit}  (min {t.min:.3f}s, median "
+    lines.append(f"{name:14s} {work / t.median:10.4g} {unit}  (min {t.min:.3f}s, median "
                  f"{t.median:.3f}s, spread {t.spread:.0%} over {len(t.seconds)} runs; "
                  f"warm-up {', '.join(f'{s:.2f}' for s in t.warmup) or 'in its process'})")
   if ratio is not None:
