@@ -116,9 +116,14 @@ def test_kill_9_mid_save_then_resume(tmp_path, data):
   assert f"Done at step {target}" in done.stderr
 
 
+@pytest.mark.slow
 def test_local_multiprocess_script_trains_saves_and_resumes(tmp_path, data):
   """launch/local_multiprocess.sh: two processes train 2 steps, each reading only its own shard
-  of the examples; both restart and resume to step 4; only process 0 logs steps."""
+  of the examples; both restart and resume to step 4; only process 0 logs steps.
+
+  Slow (about 2 min: four processes started): two processes on one global batch
+  (test_trainer), a second process ended by a peer's fault (above) and exact resume
+  (test_trainer) are in the default suite; this adds the launcher script itself."""
   model_dir = tmp_path / "run"
   env = dict(trainer_tests._child_env(1), NUM_PROCESSES="2", DEVICES_PER_PROCESS="1")  # pylint: disable=protected-access
   for steps in (2, 4):

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 
 import flax.linen as nn
@@ -236,9 +237,15 @@ def test_polis_benchmark_script_trains_then_reuses_the_rm(tmp_path):
   assert selection["conversations"]["sparse"]["skipped"]
   auc = json.loads((tmp_path / "out" / "polis_auc.json").read_text())
   assert auc["camps"]["checkpoint_step"] == 2
-  second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+  # Again, on a folder holding only the sparse export (quicker): the trained RM is reused.
+  again = tmp_path / "again"
+  shutil.copytree(exports / "sparse", again / "sparse")
+  second = subprocess.run(command[:2] + [str(again), command[3]], env=env, capture_output=True,
+                          text=True, timeout=900)
   assert second.returncode == 0, second.stderr[-3000:]
   assert "reusing the Polis reward model" in second.stdout
+  selection = json.loads((tmp_path / "out" / "polis_selection.json").read_text())
+  assert list(selection["conversations"]) == ["sparse"]
 
 
 def test_bad_polis_bindings_are_named(tmp_path, random_rm):

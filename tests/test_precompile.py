@@ -62,7 +62,7 @@ def test_consensus_program_compiles_and_an_oversized_one_does_not_fit():
 
   # The same program with a 0.001 GiB HBM: reported as not fitting, with a non-zero exit.
   done = _precompile(*common, "--gin.precompile.name='too_big'", "--gin.precompile.hbm_gib=0.001",
-                     "--gin.precompile.serving_programs=('consensus',)")
+                     "--gin.precompile.serving_programs=('sampler',)")
   assert done.returncode != 0
   assert re.search(r"^too_big: [\d.]+ GiB of 0.001 GiB per chip, does not fit", done.stdout, re.M)
   assert "DoesNotFitError" in done.stderr and "more than the 0.001 GiB of v5p:2x2x1" in done.stderr
