@@ -15,6 +15,16 @@ import pytest
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+def init_params(module, seed):
+    """A flax module's params, unboxed, initialised from a [1, 8] batch of token ids."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    return nn.meta.unbox(jax.jit(module.init)(jax.random.key(seed),
+                                              jnp.zeros((1, 8), jnp.int32))["params"])
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, excluded by default (run with -m slow)")
 

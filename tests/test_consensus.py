@@ -9,6 +9,8 @@ from consensus_jax import consensus, decoding, partitioning, programs, serving
 from consensus_jax.models import decoder, reward
 from consensus_jax.models.config import DecoderConfig
 
+from tests.conftest import init_params
+
 POLICY = DecoderConfig(vocab_size=40, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
                        mlp_dim=48, max_seq_len=64)
 RM = DecoderConfig(vocab_size=40, num_layers=1, d_model=32, num_heads=2, num_kv_heads=1,
@@ -16,15 +18,10 @@ RM = DecoderConfig(vocab_size=40, num_layers=1, d_model=32, num_heads=2, num_kv_
 EOS, HEAD = 1, (7, 8)
 
 
-def _init(module, seed):
-  return nn.meta.unbox(jax.jit(module.init)(jax.random.key(seed),
-                                            jnp.zeros((1, 8), jnp.int32))["params"])
-
-
 @pytest.fixture(scope="module")
 def params():
-  policy = _init(decoder.Decoder(POLICY), 0)
-  rm = _init(reward.RewardModel(RM), 1)
+  policy = init_params(decoder.Decoder(POLICY), 0)
+  rm = init_params(reward.RewardModel(RM), 1)
   rm["score_kernel"] = jax.random.normal(jax.random.key(2), (RM.d_model,))
   return policy, rm
 

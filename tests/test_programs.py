@@ -5,9 +5,7 @@ import os
 import subprocess
 import sys
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -15,7 +13,7 @@ from consensus_jax import checkpointing, consensus, decoding, partitioning, prog
 from consensus_jax.models import decoder, param_layout, reward
 from consensus_jax.models.config import DecoderConfig
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, init_params
 
 POLICY = DecoderConfig(vocab_size=40, num_layers=2, d_model=32, num_heads=4, num_kv_heads=4,
                        mlp_dim=48, max_seq_len=64)
@@ -28,16 +26,11 @@ SAMPLER = decoding.SamplerConfig(max_new_tokens=6, num_samples=3, temperature=1.
 GROUPS = 8
 
 
-def _init(module, seed):
-  return nn.meta.unbox(jax.jit(module.init)(jax.random.key(seed),
-                                            jnp.zeros((1, 8), jnp.int32))["params"])
-
-
 @pytest.fixture(scope="module")
 def params():
-  rm = _init(reward.RewardModel(RM), 1)
+  rm = init_params(reward.RewardModel(RM), 1)
   rm["score_kernel"] = jax.random.normal(jax.random.key(2), (RM.d_model,))
-  return jax.device_get(_init(decoder.Decoder(POLICY), 0)), jax.device_get(rm)
+  return jax.device_get(init_params(decoder.Decoder(POLICY), 0)), jax.device_get(rm)
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +142,8 @@ def test_infer_binary_shards_over_the_mesh_its_flags_describe(tmp_path, params, 
   batch shards (3 groups on fsdp=8)."""
   del params
   config = POLICY.replace(vocab_size=1000, max_seq_len=256)
-  _write_checkpoint(tmp_path / "sft", _init(decoder.Decoder(config), 0))
-  rm = _init(reward.RewardModel(config), 1)
+  _write_checkpoint(tmp_path / "sft", init_params(decoder.Decoder(config), 0))
+  rm = init_params(reward.RewardModel(config), 1)
   rm["score_kernel"] = jax.random.normal(jax.random.key(2), (config.d_model,))
   _write_checkpoint(tmp_path / "rm", rm)
   groups = tmp_path / "groups.jsonl"
