@@ -9,8 +9,11 @@ candidate from the RM's utilities; the pick is scored by the group's real votes 
   mean_approval   mean over members of agree 1, pass 0.5, disagree 0
   disagree_share  share of members who disagree
 Compared with random choice (the expectation over the candidates), the popularity pick (the
-highest agree rate among the other participants) and the best candidate in hindsight (by the
-group's own votes); gap_closed = (method - random) / (hindsight - random), from the means over
+highest agree rate among the other participants), the collaborative-filtering peer's pick
+(`neighbours`: the highest mean over members of the agree share among the 20 other participants
+who vote most like each member, on statements outside the candidate set; the same share the RM
+sees in existing-statement mode) and the best candidate in hindsight (by the group's own votes);
+gap_closed = (method - random) / (hindsight - random), from the means over
 the conversation's groups.
 
 Letters: G groups, M members, K candidates.
@@ -48,12 +51,13 @@ def draw_groups(conversation: polis.Conversation, num_groups: int, group_sizes: 
 
 
 def _group_inputs(conversation, table, group, mode: str, seed: int):
-  """Each member's prefix (votes outside the candidate set) and rendering of every candidate."""
+  """Each member's prefix (votes outside the candidate set), rendering of every candidate, and
+  in existing-statement mode each member's "people like me" share of every candidate [M, K]."""
   rows_M = np.flatnonzero(np.isin(conversation.participant_ids, group.participant_ids))
   columns_K = np.array([conversation.column_of(c) for c in group.comment_ids])
   others_P = np.flatnonzero(~np.isin(conversation.participant_ids, group.participant_ids))
   texts = [conversation.comments[c].text for c in group.comment_ids]
-  prefixes, candidates = [], []
+  prefixes, candidates, similar_MK = [], [], []
   for row in rows_M:
     rng = np.random.default_rng([seed, int(row), *group.comment_ids])
     prefixes.append(polis_examples.member_prefix(conversation, table, int(row), columns_K, rng)[0])
@@ -61,9 +65,10 @@ def _group_inputs(conversation, table, group, mode: str, seed: int):
       summary = polis_votes.summarise(table, int(row), columns_K, others_P, hidden_C=columns_K)
       candidates.append([prompts.polis_rm_candidate(t, e, s) for t, e, s in
                          zip(texts, summary.everyone_T, summary.similar_T)])
+      similar_MK.append(summary.similar_T)
     else:
       candidates.append([prompts.polis_rm_candidate(t) for t in texts])
-  return prefixes, candidates, others_P, columns_K
+  return prefixes, candidates, others_P, columns_K, np.array(similar_MK)
 
 
 def evaluate_conversation(conversation: polis.Conversation, model: polis_rm.PolisRewardModel,
@@ -89,9 +94,12 @@ def evaluate_conversation(conversation: polis.Conversation, model: polis_rm.Poli
     best = int(np.argmax(approval_K))
     record("hindsight", approval_K[best], disagree_K[best])
     for mode, prefix in (("new", "rm_"), ("existing", "rm_existing_")):
-      prefixes, candidates, others_P, columns_K = _group_inputs(conversation, table, group, mode,
-                                                                seed + g)
+      prefixes, candidates, others_P, columns_K, similar_MK = _group_inputs(
+          conversation, table, group, mode, seed + g)
       utilities_MK = model.score_members(prefixes, candidates)
+      if mode == "existing":
+        pick = int(np.argmax(similar_MK.mean(0)))
+        record("neighbours", approval_K[pick], disagree_K[pick])
       utilities_1KM = utilities_MK.T[None].astype(np.float32)
       mask_1M = np.ones((1, utilities_MK.shape[0]), bool)
       for rule in RULES:
@@ -129,8 +137,8 @@ def overall(conversations: dict[str, dict]) -> dict[str, dict]:
 
 
 def _method_order(methods) -> list[str]:
-  fixed = ["random", "popularity", "hindsight"]
-  return fixed + sorted(m for m in methods if m not in fixed)
+  fixed = ["random", "popularity", "neighbours", "hindsight"]
+  return [m for m in fixed if m in methods] + sorted(m for m in methods if m not in fixed)
 
 
 def selection_markdown(result: dict) -> str:
