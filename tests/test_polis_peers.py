@@ -34,6 +34,25 @@ def test_peers_find_a_planted_camp_structure():
   assert result["auc_neighbours"] > 0.85
   assert result["auc_text_similarity"] > 0.85
   assert result["auc_logistic_rate_and_member"] < 0.65
+  # The logistic on the RM's three shares reads the neighbours' share among them.
+  assert result["auc_logistic_shares"] > 0.85
+
+
+def test_logistic_on_the_shares_uses_the_statement_rate_when_there_are_no_camps():
+  rng = np.random.default_rng(1)
+  num_participants, num_statements = 200, 30
+  agree_rate_C = np.linspace(0.1, 0.9, num_statements)  # statements differ, people do not
+  agree_PC = rng.random((num_participants, num_statements)) < agree_rate_C[None, :]
+  seen_PC = rng.random((num_participants, num_statements)) < 0.6
+  votes_PC = np.where(seen_PC, np.where(agree_PC, polis.AGREE, polis.DISAGREE), 0).astype(np.int8)
+  comments = {c: polis.Comment(c, f"Statement {c}", 0, 1, False) for c in range(num_statements)}
+  conversation = polis.Conversation("popular", "Transport", "", comments,
+                                    np.arange(num_participants, dtype=np.int64),
+                                    np.arange(num_statements, dtype=np.int64), votes_PC, seen_PC)
+  result = polis_peers.evaluate_conversation(conversation)
+  assert result["auc_statement_agree_rate"] > 0.7
+  assert result["auc_logistic_shares"] > result["auc_statement_agree_rate"] - 0.02
+  assert result["auc_logistic_shares"] > result["auc_neighbours"]
 
 
 def test_neighbours_ignore_the_target_vote_itself():

@@ -11,10 +11,15 @@ conversation. Peers:
   neighbours                  collaborative filtering: the k training participants whose votes
                               on the statements both voted on agree most with the member's
                               (their other votes), mean vote of those who voted on the target
+  logistic_shares             logistic regression on the three shares the RM reads in
+                              existing-statement mode, unrounded (the statement's agree rate,
+                              the neighbours' agree share, the member's own agree rate; as
+                              logits), fit on up to `share_fit_members` training participants
+                              with each one's shares from the other training participants
   text_similarity             new-statement mode (no one's votes on the candidate are used):
                               bag-of-words cosine of the candidate with the statements the member
                               agreed with, minus with those they disagreed with
-The first five may use other participants' votes on the candidate ("existing statement" mode);
+The first six may use other participants' votes on the candidate ("existing statement" mode);
 text_similarity and member_agree_rate do not ("new statement" mode).
 """
 import json
@@ -27,10 +32,11 @@ import numpy as np
 
 from consensus_jax import atomic_io, rm_metrics
 from consensus_jax.data import polis, polis_examples
-from consensus_jax.data.polis_votes import VoteTable, neighbour_scores
+from consensus_jax.data.polis_votes import VoteTable, neighbour_scores, summarise
 
 EXISTING_STATEMENT_PEERS = ("chance", "statement_agree_rate", "member_agree_rate",
-                            "logistic_rate_and_member", "neighbours", "text_similarity")
+                            "logistic_rate_and_member", "neighbours", "logistic_shares",
+                            "text_similarity")
 NEW_STATEMENT_PEERS = ("chance", "member_agree_rate", "text_similarity")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -78,14 +84,23 @@ def _fit_logistic(features_RF: np.ndarray, labels_R: np.ndarray, l2: float = 1e-
   return w_F
 
 
+def _share_features_TF(table: VoteTable, member: int, targets_T: np.ndarray,
+                       others_P: np.ndarray, k: int) -> np.ndarray:
+  """[targets, 3] logits of the shares the RM reads in existing-statement mode."""
+  summary = summarise(table, member, targets_T, others_P[others_P != member], k=k)
+  member_rate_T = table.member_rate_loo(np.array([member]))[0, targets_T]
+  return np.stack([_logit(np.clip(x, 0.02, 0.98)) for x in
+                   (summary.everyone_T, summary.similar_T, member_rate_T)], axis=1)
+
+
 # (conversation, member row, target columns, training participant ids) -> a score per target.
 MemberScorer = Callable[[polis.Conversation, int, np.ndarray, np.ndarray], np.ndarray]
 
 
 def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: float = 0.2,
                           seed: int = 0, k: int = 20, max_votes: int | None = None,
-                          extra_scorers: dict[str, MemberScorer] | None = None
-                          ) -> dict[str, float]:
+                          extra_scorers: dict[str, MemberScorer] | None = None,
+                          share_fit_members: int = 200) -> dict[str, float]:
   """AUC of every peer on the conversation's held-out participants' agree / disagree votes.
 
   max_votes: keep held-out members, in a seeded random order, until this many votes are in.
@@ -108,6 +123,14 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
   features_RF = np.stack([_logit(table.statement_rate(train_P, leave_out_self=True)[train_rows]),
                           _logit(table.member_rate_loo(train_P)[train_rows])], axis=1)
   logistic_F = _fit_logistic(features_RF, (table.votes_PC[train_P][train_rows] > 0).astype(float))
+  fit_P = [p for p in np.random.default_rng([seed, 2]).permutation(train_P)
+           if (table.votes_PC[p] != 0).any()][:share_fit_members]
+  fit_targets = [np.flatnonzero(table.votes_PC[p] != 0) for p in fit_P]
+  shares_F = _fit_logistic(
+      np.concatenate([_share_features_TF(table, p, t, train_P, k)
+                      for p, t in zip(fit_P, fit_targets)] or [np.zeros((0, 3))]),
+      np.concatenate([table.votes_PC[p, t] > 0 for p, t in zip(fit_P, fit_targets)]
+                     or [np.zeros(0)]).astype(float))
 
   scores: dict[str, list[float]] = {name: [] for name in
                                     (*EXISTING_STATEMENT_PEERS, *extra_scorers)}
@@ -126,6 +149,8 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
                      _logit(member_rate_PC[row, targets_T])], axis=1)
     scores["logistic_rate_and_member"] += (x_TF @ logistic_F[:2] + logistic_F[2]).tolist()
     scores["neighbours"] += neighbour_scores(table, train_P, member, targets_T, k).tolist()
+    scores["logistic_shares"] += (_share_features_TF(table, member, targets_T, train_P, k)
+                                  @ shares_F[:3] + shares_F[3]).tolist()
     for name, scorer in extra_scorers.items():
       scores[name] += list(np.asarray(scorer(conversation, int(member), targets_T,
                                              split["train"]), np.float64))
