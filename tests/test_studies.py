@@ -149,11 +149,14 @@ def test_peers_and_ceiling_are_scored_on_exactly_the_rm_rows(rounds):
   references = rm_peers.reference_metrics(rows, peer)
   rm_like = rating_rows.metrics(rows, rows.rating_R + np.random.default_rng(0).normal(
       0, 0.1, len(rows)))
-  for name in ("bag_of_words", "other_members", "simulator_ceiling"):
+  for name in ("bag_of_words", "other_members", "simulator_ceiling", "opinion_reader"):
     assert references[name]["rows"] == rm_like["rows"] == expected
     assert references[name]["pairs"] == rm_like["pairs"]
   # The ceiling is the simulator's expected utilities, which the noisy ratings follow.
   assert 0.8 < references["simulator_ceiling"]["pairwise_accuracy"] < 0.97
+  # Reading only the opinion loses the unnamed concerns and the bias, not the stance.
+  reader = references["opinion_reader"]["pairwise_accuracy"]
+  assert 0.75 < reader < references["simulator_ceiling"]["pairwise_accuracy"]
   # Even from 120 rounds the bag-of-words peer learns something about members.
   assert references["bag_of_words"]["pairwise_accuracy"] > 0.6
 

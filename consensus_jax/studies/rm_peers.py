@@ -3,6 +3,10 @@
   simulator_ceiling   the population's own noise-free expected ratings of each member
                       (`population.expected_utilities`): what a perfect model of the simulator
                       would predict; the noisy ratings keep it below 1
+  opinion_reader      the simulator's rating rule applied to what each member's written opinion
+                      says about them (its parsed stance and concerns; concerns it does not
+                      name at the population's prior, no personal bias): the ceiling for a
+                      model that sees only the opinion, as the RM does
   bag_of_words        ridge regression on candidate words, opinion words and every
                       (opinion word, candidate word) pair, fit on the training ratings: a peer
                       that can learn "members who wrote X like statements saying Y"
@@ -24,6 +28,35 @@ def simulator_ceiling(rows: rating_rows.RatingRows) -> np.ndarray:
   per_round = []
   for round_ in rows.rounds:
     members = synthetic.members_from_round(round_)
+    texts = [c.text for c in round_.candidates]
+    per_round.append(population.expected_utilities(round_.question, members, texts).T)
+  return rating_rows.from_group_arrays(rows, per_round)
+
+
+def _member_from_opinion(question: records.Question, opinion: records.Opinion,
+                         named_concern_mass: float) -> population.Member:
+  """The member as their opinion describes them: its stance; its concerns share
+  `named_concern_mass` of the weight, the rest is spread over the others, which are taken to
+  cut the way the stance does (a reservation is the exception)."""
+  features = statement_features.parse_statement(question, opinion.text)
+  named_K = features.mentioned_K
+  num_named = int(named_K.sum())
+  if num_named in (0, population.NUM_K):
+    weights_K = np.full(population.NUM_K, 1.0 / population.NUM_K)
+  else:
+    weights_K = np.where(named_K, named_concern_mass / num_named,
+                         (1.0 - named_concern_mass) / (population.NUM_K - num_named))
+  side = 1 if features.stance >= 0 else -1
+  valence_K = np.where(named_K & (features.valence_K != 0), features.valence_K, side)
+  return population.Member(opinion.participant_id, features.stance, weights_K,
+                           valence_K.astype(np.int8), 0.0)
+
+
+def opinion_reader(rows: rating_rows.RatingRows, named_concern_mass: float = 0.8) -> np.ndarray:
+  per_round = []
+  for round_ in rows.rounds:
+    members = [_member_from_opinion(round_.question, o, named_concern_mass)
+               for o in round_.opinions]
     texts = [c.text for c in round_.candidates]
     per_round.append(population.expected_utilities(round_.question, members, texts).T)
   return rating_rows.from_group_arrays(rows, per_round)
@@ -127,6 +160,9 @@ def reference_metrics(rows: rating_rows.RatingRows,
     predicted_R = simulator_ceiling(rows)
     out["simulator_ceiling"] = {**rating_rows.metrics(rows, predicted_R),
                                 **rating_rows.member_spread(rows, predicted_R)}
+    predicted_R = opinion_reader(rows)
+    out["opinion_reader"] = {**rating_rows.metrics(rows, predicted_R),
+                             **rating_rows.member_spread(rows, predicted_R)}
   return out
 
 

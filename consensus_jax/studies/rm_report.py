@@ -32,7 +32,7 @@ def evaluate_rounds(scorer: reward_scoring.Scorer, rounds: Sequence[records.Roun
   """The RM and its reference predictors on exactly the same rated rows.
 
   Returns {predictor: metrics}: "reward_model", "chance", "bag_of_words" (when given),
-  "other_members", "simulator_ceiling" (synthetic rounds), and "ratings" (the true ratings'
+  "other_members", "simulator_ceiling" and "opinion_reader" (synthetic rounds), and "ratings" (the true ratings'
   own member spread, the scale member_spread compares against).
   """
   rows = rating_rows.collect(rounds)
