@@ -22,19 +22,12 @@ from absl import logging
 
 from consensus_jax import atomic_io, decoding, partitioning, programs, serving
 from consensus_jax.data import groups as groups_lib
-from consensus_jax.data import prompts, rated_samples, records, vocab
+from consensus_jax.data import rated_samples, records, vocab
 from consensus_jax.data.errors import DataError
 
 
 class CollectionError(ValueError):
   """A collection run that cannot start: bad directories or bindings."""
-
-
-def _fits(vocabulary, round_: records.Round, policy_config, sampler) -> bool:
-  largest = max(serving.usable_prompt_buckets(policy_config, sampler), default=0)
-  ids = prompts.policy_prompt_ids(vocabulary, round_.question.text,
-                                  [o.text for o in round_.opinions])
-  return len(ids) <= largest
 
 
 def rated_rounds(rounds: Sequence[records.Round], sample_fn, vocabulary, policy_config,
@@ -43,7 +36,8 @@ def rated_rounds(rounds: Sequence[records.Round], sample_fn, vocabulary, policy_
   """`rounds` with the policy's samples added and rated; `sample_fn(tokens_BP, lengths_B, rng)`
   returns decoding.Samples. Rounds whose prompt fits no bucket pass through unchanged."""
   rng = jax.random.key(seed)
-  fitting = [r for r in rounds if _fits(vocabulary, r, policy_config, sampler)]
+  fitting = [r for r in rounds if serving.prompt_fits(
+      vocabulary, r.question.text, [o.text for o in r.opinions], policy_config, sampler)]
   stats["skipped_long_prompt"] = len(rounds) - len(fitting)
   augmented = {}
   for start in range(0, len(fitting), groups_per_batch):

@@ -77,6 +77,14 @@ def usable_prompt_buckets(policy_config: DecoderConfig,
   return [b for b in sampler.prompt_buckets if b <= limit]
 
 
+def prompt_fits(vocabulary: seqio.Vocabulary, question: str, opinions: Sequence[str],
+                policy_config: DecoderConfig, sampler: decoding.SamplerConfig) -> bool:
+  """Whether the group's policy prompt fits a usable prompt bucket (policy_prompt_batch
+  refuses one that does not)."""
+  largest = max(usable_prompt_buckets(policy_config, sampler), default=0)
+  return len(prompts.policy_prompt_ids(vocabulary, question, opinions)) <= largest
+
+
 def policy_prompt_batch(vocabulary: seqio.Vocabulary, groups: Sequence[Group],
                         policy_config: DecoderConfig, sampler: decoding.SamplerConfig):
   """The groups' policy prompts as the sampler takes them: (tokens_BP, lengths_B), right-padded

@@ -83,6 +83,26 @@ def test_exclusion_and_welfare_studies_write_their_reports(setup, tmp_path):
   assert json.loads((tmp_path / "welfare.json").read_text())["iid_test"]["rules"] == rules["rules"]
 
 
+def test_a_group_whose_prompt_does_not_fit_is_skipped_and_reported(setup, tmp_path):
+  data_dir, pipeline = setup
+  lines = (data_dir / "ood_test.jsonl").read_text().splitlines()
+  long_round = json.loads(lines[1])
+  long_round["opinions"][0]["text"] += " And I mean it." * 300
+  short_dir = tmp_path / "data"
+  short_dir.mkdir()
+  (short_dir / "ood_test.jsonl").write_text(
+      "\n".join([lines[0], json.dumps(long_round), *lines[2:]]) + "\n")
+  results = driver.run_study(study="exclusion", data_dir=str(short_dir),
+                             output_dir=str(tmp_path), policy_dir="unused", rm_dir="unused",
+                             policy_config=CONFIG, rm_config=CONFIG, vocab_dir="unused",
+                             sampler=None, pipeline=pipeline, splits=("ood_test",))
+  assert results["ood_test"]["groups"] == GROUPS - 1
+  assert results["ood_test"]["skipped_long_prompt"] == [long_round["id"]]
+  assert "1 groups skipped" in (tmp_path / "exclusion.md").read_text()
+  assert json.loads((tmp_path / "exclusion.json").read_text())["ood_test"][
+      "skipped_long_prompt"] == [long_round["id"]]
+
+
 def test_a_left_out_member_is_never_seen_by_the_policy_or_the_rm(setup):
   data_dir, pipeline = setup
   from consensus_jax.data import records

@@ -11,9 +11,11 @@ from typing import Any, Optional
 
 import gin
 import numpy as np
+from absl import logging
 
 from consensus_jax import atomic_io
 from consensus_jax.data import records
+from consensus_jax.data.errors import DataError
 from consensus_jax.studies import exclusion, head_to_head, judges, plots, systems, welfare_rules
 
 STUDIES = ("head_to_head", "exclusion", "welfare")
@@ -82,6 +84,18 @@ def run_study(study: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
     pipeline = _load_pipeline(policy_dir, rm_dir, policy_config, rm_config, vocab_dir,
                               vocab_size, sampler, rm_lengths or {"inputs": 128, "targets": 96},
                               groups_per_batch, seed)
+  skipped = {}
+  for split, rounds in rounds_by_split.items():
+    fitting = [r for r in rounds if pipeline.fits(r)]
+    skipped[split] = [r.id for r in rounds if not pipeline.fits(r)]
+    if skipped[split]:
+      logging.warning("%s: %d of %d groups skipped, their prompt is longer than the policy's "
+                      "context leaves room for: %s", split, len(skipped[split]), len(rounds),
+                      ", ".join(skipped[split]))
+    if not fitting:
+      raise DataError(f"run_study: no group of {split} has a prompt that fits the policy's "
+                      "context")
+    rounds_by_split[split] = fitting
   results = {}
   if study == "head_to_head":
     for split, rounds in rounds_by_split.items():
@@ -91,7 +105,7 @@ def run_study(study: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
                             f"{split} ({results[split]['judge']})")
       plots.agreement_heatmaps(_heatmap_examples(rounds, outputs, judged_samples),
                                out_dir / f"head_to_head_{split}_agreement.png")
-    _write(out_dir, study, results, head_to_head.markdown(results))
+    report = head_to_head.markdown(results)
     if print_examples:
       print(head_to_head.examples_text(rounds, outputs, choices, judged_samples,
                                        print_examples))
@@ -115,13 +129,19 @@ def run_study(study: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
         judged_all[g, :m], judged_without[g, :m], mask[g, :m] = ratings[:, 0], ratings[:, 1], True
       results[split] = exclusion.analyse(judged_all, judged_without, np.array(left_out), mask)
     plots.exclusion(results, out_dir / "exclusion.png")
-    _write(out_dir, study, results, exclusion.markdown(results))
+    report = exclusion.markdown(results)
   else:
     for split, rounds in rounds_by_split.items():
       outputs = pipeline.run(rounds, score_opinions=False)
       judged_samples, _ = head_to_head.judged_texts(judges.PRIMARY, rounds, outputs)
       results[split] = welfare_rules.analyse(outputs, judged_samples)
     plots.welfare(results, out_dir / "welfare.png")
-    _write(out_dir, study, results, welfare_rules.markdown(results))
-  print((out_dir / f"{study}.md").read_text())
+    report = welfare_rules.markdown(results)
+  for split, ids in skipped.items():
+    results[split]["skipped_long_prompt"] = ids
+    if ids:
+      report += (f"\n{split}: {len(ids)} groups skipped, their prompt is longer than the "
+                 f"policy's context leaves room for: {', '.join(ids)}\n")
+  _write(out_dir, study, results, report)
+  print(report)
   return results

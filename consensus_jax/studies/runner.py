@@ -36,6 +36,12 @@ class StudyPipeline:
                                      tuple(o.text for o in kept)))
     return groups
 
+  def fits(self, round_: records.Round) -> bool:
+    """Whether the round's prompt (all its opinions) fits the policy's context."""
+    return serving.prompt_fits(self.runner.vocabulary, round_.question.text,
+                               [o.text for o in round_.opinions], self.runner.policy_config,
+                               self.runner.cfg.sampler)
+
   def run(self, rounds: Sequence[records.Round], left_out: Sequence[int | None] | None = None,
           score_opinions: bool = True, salt: int = 0) -> list[systems.GroupOutputs]:
     """GroupOutputs per round; `left_out[g]` drops that member's opinion (exclusion study):
