@@ -86,8 +86,9 @@ def run_study(study: str = gin.REQUIRED, data_dir: str = gin.REQUIRED,
                               groups_per_batch, seed)
   skipped = {}
   for split, rounds in rounds_by_split.items():
-    fitting = [r for r in rounds if pipeline.fits(r)]
-    skipped[split] = [r.id for r in rounds if not pipeline.fits(r)]
+    fits = [pipeline.fits(r) for r in rounds]
+    fitting = [r for r, ok in zip(rounds, fits) if ok]
+    skipped[split] = [r.id for r, ok in zip(rounds, fits) if not ok]
     if skipped[split]:
       logging.warning("%s: %d of %d groups skipped, their prompt is longer than the policy's "
                       "context leaves room for: %s", split, len(skipped[split]), len(rounds),

@@ -24,13 +24,18 @@ from consensus_jax.data import population, records, statement_features, syntheti
 from consensus_jax.studies import rating_rows
 
 
-def simulator_ceiling(rows: rating_rows.RatingRows) -> np.ndarray:
+def _expected_ratings(rows: rating_rows.RatingRows, members_of) -> np.ndarray:
+  """The simulator's noise-free ratings of every row, by the members `members_of(round)`."""
   per_round = []
   for round_ in rows.rounds:
-    members = synthetic.members_from_round(round_)
     texts = [c.text for c in round_.candidates]
-    per_round.append(population.expected_utilities(round_.question, members, texts).T)
+    per_round.append(population.expected_utilities(round_.question, members_of(round_),
+                                                   texts).T)
   return rating_rows.from_group_arrays(rows, per_round)
+
+
+def simulator_ceiling(rows: rating_rows.RatingRows) -> np.ndarray:
+  return _expected_ratings(rows, synthetic.members_from_round)
 
 
 def _member_from_opinion(question: records.Question, opinion: records.Opinion,
@@ -53,13 +58,8 @@ def _member_from_opinion(question: records.Question, opinion: records.Opinion,
 
 
 def opinion_reader(rows: rating_rows.RatingRows, named_concern_mass: float = 0.8) -> np.ndarray:
-  per_round = []
-  for round_ in rows.rounds:
-    members = [_member_from_opinion(round_.question, o, named_concern_mass)
-               for o in round_.opinions]
-    texts = [c.text for c in round_.candidates]
-    per_round.append(population.expected_utilities(round_.question, members, texts).T)
-  return rating_rows.from_group_arrays(rows, per_round)
+  return _expected_ratings(rows, lambda round_: [
+      _member_from_opinion(round_.question, o, named_concern_mass) for o in round_.opinions])
 
 
 def other_members(rows: rating_rows.RatingRows) -> np.ndarray:

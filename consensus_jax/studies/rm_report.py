@@ -32,8 +32,8 @@ def evaluate_rounds(scorer: reward_scoring.Scorer, rounds: Sequence[records.Roun
   """The RM and its reference predictors on exactly the same rated rows.
 
   Returns {predictor: metrics}: "reward_model", "chance", "bag_of_words" (when given),
-  "other_members", "simulator_ceiling" and "opinion_reader" (synthetic rounds), and "ratings" (the true ratings'
-  own member spread, the scale member_spread compares against).
+  "other_members", "simulator_ceiling" and "opinion_reader" (synthetic rounds), and "ratings"
+  (the true ratings' own member spread, the scale member_spread compares against).
   """
   rows = rating_rows.collect(rounds)
   predicted_R = rating_rows.from_group_arrays(rows, reward_scoring.predict_rounds(scorer, rounds,
