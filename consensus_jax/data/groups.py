@@ -11,7 +11,7 @@ import pathlib
 from typing import Any
 
 from consensus_jax.data import jsonl
-from consensus_jax.data.errors import DataError
+from consensus_jax.data.errors import DataError, require_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,15 +20,6 @@ class Group:
   question: str
   participant_ids: tuple[str, ...]
   opinions: tuple[str, ...]
-
-
-def _string(value: Any, where: str, what: str) -> str:
-  # A JSON null or number read as text would be asked as "None" or "3": refuse it instead.
-  if not isinstance(value, str):
-    raise DataError(f"{where}: {what} must be a string, got {value!r}")
-  if not value.strip():
-    raise DataError(f"{where}: {what} is empty")
-  return value
 
 
 def _identifier(value: Any, where: str, what: str) -> str:
@@ -45,7 +36,7 @@ def _parse_group(obj: Any, where: str) -> Group:
     if key not in obj:
       raise DataError(f"{where}: missing field {key!r}")
   group_id = _identifier(obj["id"], where, "'id'")
-  question = _string(obj["question"], where, f"group {group_id!r}: 'question'")
+  question = require_text(obj["question"], f"{where}: group {group_id!r}: 'question'")
   opinions = obj["opinions"]
   if not isinstance(opinions, list) or len(opinions) < 2:
     raise DataError(f"{where}: group {group_id!r} has "
@@ -57,9 +48,9 @@ def _parse_group(obj: Any, where: str) -> Group:
     if isinstance(opinion, dict):
       pid = _identifier(opinion.get("participant_id", f"m{i + 1}"), where,
                         f"{what}: 'participant_id'")
-      text = _string(opinion.get("text"), where, f"{what}: 'text'")
+      text = require_text(opinion.get("text"), f"{where}: {what}: 'text'")
     else:
-      pid, text = f"m{i + 1}", _string(opinion, where, what)
+      pid, text = f"m{i + 1}", require_text(opinion, f"{where}: {what}")
     ids.append(pid)
     texts.append(text)
   if len(set(ids)) != len(ids):

@@ -28,7 +28,7 @@ from typing import Any
 
 from consensus_jax import atomic_io
 from consensus_jax.data import jsonl
-from consensus_jax.data.errors import DataError
+from consensus_jax.data.errors import DataError, require_text
 
 RATING_MIN = 1
 RATING_MAX = 7
@@ -112,10 +112,10 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _text(obj: Mapping[str, Any], key: str, owner: str) -> str:
-  value = obj.get(key)
-  _require(isinstance(value, str), f"{owner}: '{key}' must be a string, got {value!r}")
-  _require(bool(value.strip()), f"{owner}: '{key}' is empty")
-  return value
+  try:
+    return require_text(obj.get(key), f"{owner}: '{key}'")
+  except DataError as e:
+    raise _Problem(str(e)) from None
 
 
 def _mapping(value: Any, owner: str) -> Mapping[str, Any]:
