@@ -93,6 +93,8 @@ def test_existing_statement_selection_beats_random_on_planted_camps(tmp_path):
     assert gap > 0.4 and gap > methods["popularity"]["gap_closed"] + 0.3, rule
   # The collaborative-filtering peer's pick reads the same shares, so it finds the camps too.
   assert methods["neighbours"]["gap_closed"] > methods["popularity"]["gap_closed"] + 0.3
+  # So does the best AUC peer's pick, the logistic model on those shares.
+  assert methods["logistic_shares"]["gap_closed"] > methods["popularity"]["gap_closed"] + 0.3
   # Knowing nothing (new-statement mode, no text signal), every rule takes the same candidate.
   assert len({methods[f"rm_{rule}"]["mean_approval"] for rule in polis_selection.RULES}) == 1
   assert methods["hindsight"]["gap_closed"] == 1.0 and methods["random"]["gap_closed"] == 0.0
@@ -201,7 +203,7 @@ def test_report_writes_the_documented_files(tmp_path, random_rm):
   assert "skipped" in written["conversations"]["sparse"]
   camps = written["conversations"]["camps"]
   assert camps["groups"] == 4
-  expected = {"random", "popularity", "neighbours", "hindsight"} | {
+  expected = {"random", "popularity", "neighbours", "logistic_shares", "hindsight"} | {
       f"rm_{r}" for r in polis_selection.RULES} | {f"rm_existing_{r}" for r in
                                                    polis_selection.RULES}
   assert set(camps["methods"]) == expected

@@ -84,13 +84,37 @@ def _fit_logistic(features_RF: np.ndarray, labels_R: np.ndarray, l2: float = 1e-
   return w_F
 
 
-def _share_features_TF(table: VoteTable, member: int, targets_T: np.ndarray,
-                       others_P: np.ndarray, k: int) -> np.ndarray:
-  """[targets, 3] logits of the shares the RM reads in existing-statement mode."""
-  summary = summarise(table, member, targets_T, others_P[others_P != member], k=k)
-  member_rate_T = table.member_rate_loo(np.array([member]))[0, targets_T]
+def share_features_TF(table: VoteTable, member: int, targets_T: np.ndarray,
+                      others_P: np.ndarray, k: int = 20,
+                      hidden_C: np.ndarray | None = None) -> np.ndarray:
+  """[targets, 3] logits of the shares the RM reads in existing-statement mode: the statement's
+  agree rate among `others_P`, the agree share of the k of them who vote most like the member,
+  the member's own agree rate (without their vote on that target, and without any vote on the
+  `hidden_C` columns, a selection's candidates)."""
+  summary = summarise(table, member, targets_T, others_P[others_P != member], k=k,
+                      hidden_C=hidden_C)
+  if hidden_C is None:
+    member_rate_T = table.member_rate_loo(np.array([member]))[0, targets_T]
+  else:
+    votes_C = table.votes_PC[member].copy()
+    votes_C[np.asarray(hidden_C, np.int64)] = 0
+    member_rate_T = np.full(len(targets_T), ((votes_C > 0).sum() + 1) / ((votes_C != 0).sum() + 2))
   return np.stack([_logit(np.clip(x, 0.02, 0.98)) for x in
                    (summary.everyone_T, summary.similar_T, member_rate_T)], axis=1)
+
+
+def fit_share_logistic(table: VoteTable, train_P: np.ndarray, seed: int = 0, k: int = 20,
+                       max_members: int = 200) -> np.ndarray:
+  """logistic_shares' weights (three, then the bias), fit on the votes of up to `max_members`
+  of `train_P` (a seeded draw), each member's shares taken from the other rows of `train_P`."""
+  fit_P = [p for p in np.random.default_rng([seed, 2]).permutation(train_P)
+           if (table.votes_PC[p] != 0).any()][:max_members]
+  fit_targets = [np.flatnonzero(table.votes_PC[p] != 0) for p in fit_P]
+  return _fit_logistic(
+      np.concatenate([share_features_TF(table, p, t, train_P, k)
+                      for p, t in zip(fit_P, fit_targets)] or [np.zeros((0, 3))]),
+      np.concatenate([table.votes_PC[p, t] > 0 for p, t in zip(fit_P, fit_targets)]
+                     or [np.zeros(0)]).astype(float))
 
 
 # (conversation, member row, target columns, training participant ids) -> a score per target.
@@ -123,14 +147,7 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
   features_RF = np.stack([_logit(table.statement_rate(train_P, leave_out_self=True)[train_rows]),
                           _logit(table.member_rate_loo(train_P)[train_rows])], axis=1)
   logistic_F = _fit_logistic(features_RF, (table.votes_PC[train_P][train_rows] > 0).astype(float))
-  fit_P = [p for p in np.random.default_rng([seed, 2]).permutation(train_P)
-           if (table.votes_PC[p] != 0).any()][:share_fit_members]
-  fit_targets = [np.flatnonzero(table.votes_PC[p] != 0) for p in fit_P]
-  shares_F = _fit_logistic(
-      np.concatenate([_share_features_TF(table, p, t, train_P, k)
-                      for p, t in zip(fit_P, fit_targets)] or [np.zeros((0, 3))]),
-      np.concatenate([table.votes_PC[p, t] > 0 for p, t in zip(fit_P, fit_targets)]
-                     or [np.zeros(0)]).astype(float))
+  shares_F = fit_share_logistic(table, train_P, seed, k, share_fit_members)
 
   scores: dict[str, list[float]] = {name: [] for name in
                                     (*EXISTING_STATEMENT_PEERS, *extra_scorers)}
@@ -149,7 +166,7 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
                      _logit(member_rate_PC[row, targets_T])], axis=1)
     scores["logistic_rate_and_member"] += (x_TF @ logistic_F[:2] + logistic_F[2]).tolist()
     scores["neighbours"] += neighbour_scores(table, train_P, member, targets_T, k).tolist()
-    scores["logistic_shares"] += (_share_features_TF(table, member, targets_T, train_P, k)
+    scores["logistic_shares"] += (share_features_TF(table, member, targets_T, train_P, k)
                                   @ shares_F[:3] + shares_F[3]).tolist()
     for name, scorer in extra_scorers.items():
       scores[name] += list(np.asarray(scorer(conversation, int(member), targets_T,

@@ -12,7 +12,11 @@ Compared with random choice (the expectation over the candidates), the popularit
 highest agree rate among the other participants), the collaborative-filtering peer's pick
 (`neighbours`: the highest mean over members of the agree share among the 20 other participants
 who vote most like each member, on statements outside the candidate set; the same share the RM
-sees in existing-statement mode) and the best candidate in hindsight (by the group's own votes);
+sees in existing-statement mode), the best AUC peer's pick (`logistic_shares`: the highest mean
+over members of polis_peers' logistic model on the three shares the RM reads in existing-statement
+mode, from votes outside the candidate set; its four weights are fit once per conversation on up
+to 200 participants of the AUC split's training side, which can include group members, and carry
+nothing about any one statement) and the best candidate in hindsight (by the group's own votes);
 gap_closed = (method - random) / (hindsight - random), from the means over
 the conversation's groups.
 
@@ -80,6 +84,9 @@ def evaluate_conversation(conversation: polis.Conversation, model: polis_rm.Poli
   if not groups:
     return {"groups": 0, "skipped": reason, "methods": {}}
   table = model.table(conversation)
+  train_P = np.flatnonzero(np.isin(conversation.participant_ids, polis_examples.split_participants(
+      conversation, seed=seed)["train"]))
+  shares_F = polis_peers.fit_share_logistic(table, train_P, seed)
   approval, disagree = {}, {}
 
   def record(method, approval_G, disagree_G):
@@ -100,6 +107,12 @@ def evaluate_conversation(conversation: polis.Conversation, model: polis_rm.Poli
       if mode == "existing":
         pick = int(np.argmax(similar_MK.mean(0)))
         record("neighbours", approval_K[pick], disagree_K[pick])
+        rows_M = np.flatnonzero(np.isin(conversation.participant_ids, group.participant_ids))
+        logits_MK = np.stack([polis_peers.share_features_TF(table, int(row), columns_K, others_P,
+                                                            hidden_C=columns_K)
+                              for row in rows_M]) @ shares_F[:3] + shares_F[3]
+        pick = int(np.argmax((1 / (1 + np.exp(-logits_MK))).mean(0)))
+        record("logistic_shares", approval_K[pick], disagree_K[pick])
       utilities_1KM = utilities_MK.T[None].astype(np.float32)
       mask_1M = np.ones((1, utilities_MK.shape[0]), bool)
       for rule in RULES:
@@ -137,7 +150,7 @@ def overall(conversations: dict[str, dict]) -> dict[str, dict]:
 
 
 def _method_order(methods) -> list[str]:
-  fixed = ["random", "popularity", "neighbours", "hindsight"]
+  fixed = ["random", "popularity", "neighbours", "logistic_shares", "hindsight"]
   return [m for m in fixed if m in methods] + sorted(m for m in methods if m not in fixed)
 
 
