@@ -98,6 +98,19 @@ def test_scanned_and_unrolled_layers_agree():
                              _apply(CONFIG, scanned, tokens), atol=1e-5)
 
 
+def test_unrolled_scan_keeps_the_scanned_layout_and_results():
+  params = _init(CONFIG)
+  unrolled_scan = CONFIG.replace(scan_unroll=CONFIG.num_layers)
+  assert jax.tree_util.tree_structure(_init(unrolled_scan)) == jax.tree_util.tree_structure(
+      params)
+  tokens = np.random.RandomState(7).randint(3, 128, (2, 12))
+  loss, grads = _loss_and_grads(CONFIG, params, tokens)
+  loss_u, grads_u = _loss_and_grads(unrolled_scan, params, tokens)
+  np.testing.assert_allclose(loss_u, loss, rtol=1e-5)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5), grads_u,
+                         grads)
+
+
 def test_bfloat16_compute_keeps_float32_params_and_is_close():
   config = CONFIG.replace(dtype="bfloat16")
   params = _init(config)
@@ -115,6 +128,7 @@ def test_bfloat16_compute_keeps_float32_params_and_is_close():
     (dict(mlp_kind="relu"), "mlp_kind='relu'"),
     (dict(remat_policy="some"), "remat_policy='some'"),
     (dict(dtype="int8"), "dtype='int8'"),
+    (dict(scan_unroll=0), "scan_unroll=0 must lie in 1..num_layers"),
 ])
 def test_config_errors_name_the_field(changes, message):
   with pytest.raises(ValueError, match=message):

@@ -33,6 +33,9 @@ class DecoderConfig:
   tie_embeddings: bool = False
   max_seq_len: int = 2048
   scan_layers: bool = True
+  # With scan_layers: how many layers one loop iteration runs (nn.scan's unroll); num_layers
+  # runs the stack as straight-line code with the scanned (checkpoint-compatible) param layout.
+  scan_unroll: int = 1
   # Param layout only (see param_layout): one qkv kernel per layer and, for SwiGLU, one kernel
   # for gate and up. The sampler decodes in this layout; checkpoints use the unfused one.
   fused_projections: bool = False
@@ -56,6 +59,9 @@ class DecoderConfig:
       problems.append(f"mlp_kind={self.mlp_kind!r} is not one of {MLP_KINDS}")
     if self.remat_policy not in REMAT_POLICIES:
       problems.append(f"remat_policy={self.remat_policy!r} is not one of {REMAT_POLICIES}")
+    if not 1 <= self.scan_unroll <= max(1, self.num_layers):
+      problems.append(f"scan_unroll={self.scan_unroll} must lie in 1..num_layers="
+                      f"{self.num_layers}")
     if self.attention_kind not in ATTENTION_KINDS:
       problems.append(f"attention_kind={self.attention_kind!r} is not one of {ATTENTION_KINDS}")
     if self.dtype not in _DTYPES:

@@ -90,7 +90,7 @@ class Decoder(nn.Module):
       stack = nn.scan(layer_cls, variable_axes={"params": 0, "cache": 0},
                       split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
-                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+                      length=cfg.num_layers, unroll=cfg.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})
       x_BLE, _ = stack(cfg, True, self.decode, name="layers")(x_BLE, positions_BL, mask_B11LS,
                                                               lengths_B)
     else:
