@@ -1,6 +1,7 @@
 """Llama-family decoder LM: embed -> N x (pre-norm attention, pre-norm MLP) -> norm -> logits.
 
-Layers are stacked with `nn.scan` (one compiled layer body, params with a leading 'layers' axis)
+Layers are stacked with `nn.scan` (one compiled layer body, params with a leading 'layers' axis;
+`scan_unroll` layers per loop iteration, all of them for straight-line code in the same layout)
 or unrolled (`scan_layers=False`, params `layers_0 ... layers_{N-1}`), each under `nn.remat`
 with the configured policy. Packed sequences are described by `segment_ids_BL` (0 = padding)
 and `positions_BL` (restart at 0 in each segment).
@@ -90,7 +91,8 @@ class Decoder(nn.Module):
       stack = nn.scan(layer_cls, variable_axes={"params": 0, "cache": 0},
                       split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast),
-                      length=cfg.num_layers, unroll=cfg.scan_unroll, metadata_params={nn.PARTITION_NAME: "layers"})
+                      length=cfg.num_layers, unroll=cfg.scan_unroll,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
       x_BLE, _ = stack(cfg, True, self.decode, name="layers")(x_BLE, positions_BL, mask_B11LS,
                                                               lengths_B)
     else:

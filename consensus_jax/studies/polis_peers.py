@@ -98,7 +98,8 @@ def share_features_TF(table: VoteTable, member: int, targets_T: np.ndarray,
   else:
     votes_C = table.votes_PC[member].copy()
     votes_C[np.asarray(hidden_C, np.int64)] = 0
-    member_rate_T = np.full(len(targets_T), ((votes_C > 0).sum() + 1) / ((votes_C != 0).sum() + 2))
+    member_rate_T = np.full(len(targets_T),
+                            ((votes_C > 0).sum() + 1) / ((votes_C != 0).sum() + 2))
   return np.stack([_logit(np.clip(x, 0.02, 0.98)) for x in
                    (summary.everyone_T, summary.similar_T, member_rate_T)], axis=1)
 
