@@ -8,6 +8,7 @@ import pytest
 
 from consensus_jax.data import polis
 from consensus_jax.data import polis_examples
+from consensus_jax.data import polis_votes
 from consensus_jax.data.errors import DataError
 
 SMALL = ("15-per-hour-seattle", "london.youth.policing")
@@ -210,6 +211,31 @@ def test_vote_examples_use_only_other_votes(conversations):
   assert any("I disagree" in e.prefix for e in examples)
   votes = np.array([e.vote for e in examples])
   assert (votes == 1).any() and (votes == -1).any() and (votes == 0).any()
+
+
+def test_member_context_is_the_votes_most_like_the_target():
+  """Of a member's other votes the prefix shows those whose words are most like the target's,
+  most similar first, never the target's own, and the same for every draw of the tie-breaks."""
+  texts = ["Build more bike lanes downtown", "Bike lanes downtown are dangerous",
+           "Protected bike lanes downtown now", "Lower the property tax",
+           "Fund the public library", "Raise the parking fees", "Plant trees in parks",
+           "Bike lanes near schools"]
+  votes_1C = np.array([[1, -1, 1, 1, 1, -1, -1, 1]], np.int8)
+  comments = {c: polis.Comment(c, t, 0, 1, False) for c, t in enumerate(texts)}
+  conversation = polis.Conversation("lanes", "Town", "", comments, np.array([7]),
+                                    np.arange(len(texts)), votes_1C, votes_1C != 0)
+  table = polis_votes.VoteTable(conversation)
+  for seed in range(5):
+    prefix, usable = polis_examples.member_prefix(
+        conversation, table, 0, np.array([0]), 0, np.random.default_rng(seed),
+        max_agreed=2, max_disagreed=1)
+    lines = prefix.splitlines()
+    assert usable == 7
+    assert [l for l in lines if l.startswith("I agree: ")] == [
+        "I agree: Protected bike lanes downtown now", "I agree: Bike lanes near schools"]
+    assert [l for l in lines if l.startswith("I disagree: ")] == [
+        "I disagree: Bike lanes downtown are dangerous"]
+    assert texts[0] not in prefix
 
 
 def test_existing_statement_examples_summarise_others_only(conversations):

@@ -73,9 +73,9 @@ class ReadsTheSummary:
   _tables: dict = dataclasses.field(default_factory=dict)
   table = polis_rm.PolisRewardModel.table
 
-  def score_members(self, prefixes_M, candidates_MK):
-    found = [[re.search(r"People like me: (\d+) in 10", c) for c in row] for row in candidates_MK]
-    return np.array([[int(m.group(1)) / 10 if m else 0.5 for m in row] for row in found])
+  def score_pairs(self, prefixes, candidates):
+    found = [re.search(r"People like me: (\d+) in 10", c) for c in candidates]
+    return np.array([int(m.group(1)) / 10 if m else 0.5 for m in found])
 
 
 def test_existing_statement_selection_beats_random_on_planted_camps(tmp_path):

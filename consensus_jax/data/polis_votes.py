@@ -8,10 +8,11 @@ Letters: P participants, C comments (the conversation's columns), T target state
 K nearest participants.
 """
 import dataclasses
+import functools
 
 import numpy as np
 
-from consensus_jax.data import polis
+from consensus_jax.data import polis, statement_similarity
 
 
 class VoteTable:
@@ -26,6 +27,11 @@ class VoteTable:
                                 for c in conversation.comment_ids], bool).reshape(-1)
     voted_PC = conversation.seen_PC & (conversation.votes_PC != polis.PASS) & self.candidate_C
     self.votes_PC = np.where(voted_PC, conversation.votes_PC, 0).astype(np.float64)
+
+  @functools.cached_property
+  def similarity_CC(self) -> np.ndarray:
+    """[C, C] bag-of-words cosine similarity of the statements (statement_similarity)."""
+    return statement_similarity.similarity_CC(self.conversation)
 
   def member_rate_loo(self, rows_P: np.ndarray) -> np.ndarray:
     """[len(rows), C]: each member's agree rate over their votes other than that statement."""

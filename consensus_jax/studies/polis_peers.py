@@ -18,13 +18,15 @@ conversation. Peers:
                               with each one's shares from the other training participants
   text_similarity             new-statement mode (no one's votes on the candidate are used):
                               bag-of-words cosine of the candidate with the statements the member
-                              agreed with, minus with those they disagreed with
+                              agreed with, minus with those they disagreed with (means over all)
+  text_nearest                the same over only the `nearest` (5) most similar statements the
+                              member agreed with and the 5 they disagreed with: the votes that
+                              speak to the candidate, not the average of all
 The first six may use other participants' votes on the candidate ("existing statement" mode);
-text_similarity and member_agree_rate do not ("new statement" mode).
+the text peers and member_agree_rate do not ("new statement" mode).
 """
 import json
 import pathlib
-import re
 from collections.abc import Callable
 
 import gin
@@ -36,34 +38,10 @@ from consensus_jax.data.polis_votes import VoteTable, neighbour_scores, summaris
 
 EXISTING_STATEMENT_PEERS = ("chance", "statement_agree_rate", "member_agree_rate",
                             "logistic_rate_and_member", "neighbours", "logistic_shares",
-                            "text_similarity")
-NEW_STATEMENT_PEERS = ("chance", "member_agree_rate", "text_similarity")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-
-
-def _tokens(text: str) -> list[str]:
-  tokens = []
-  for word in re.findall(r"\w+", text.lower()):
-    tokens += list(word) if _CJK.search(word) else [word]  # CJK: one token per character
-  return tokens
-
-
-def _bag_of_words_C(conversation: polis.Conversation) -> np.ndarray:
-  """L2-normalised word counts [statements, vocabulary] of the conversation's statements."""
-  vocabulary: dict[str, int] = {}
-  rows = []
-  for comment_id in conversation.comment_ids:
-    counts: dict[int, float] = {}
-    for token in _tokens(conversation.comments[int(comment_id)].text):
-      index = vocabulary.setdefault(token, len(vocabulary))
-      counts[index] = counts.get(index, 0.0) + 1.0
-    rows.append(counts)
-  bow_CV = np.zeros((len(rows), max(1, len(vocabulary))))
-  for c, counts in enumerate(rows):
-    for index, count in counts.items():
-      bow_CV[c, index] = count
-  norms = np.linalg.norm(bow_CV, axis=1, keepdims=True)
-  return bow_CV / np.where(norms == 0, 1.0, norms)
+                            "text_similarity", "text_nearest")
+NEW_STATEMENT_PEERS = ("chance", "member_agree_rate", "text_similarity", "text_nearest")
+def _mean(values: np.ndarray) -> float:
+  return float(values.mean()) if len(values) else 0.0
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -125,12 +103,13 @@ MemberScorer = Callable[[polis.Conversation, int, np.ndarray, np.ndarray], np.nd
 def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: float = 0.2,
                           seed: int = 0, k: int = 20, max_votes: int | None = None,
                           extra_scorers: dict[str, MemberScorer] | None = None,
-                          share_fit_members: int = 200) -> dict[str, float]:
+                          share_fit_members: int = 200, nearest: int = 5) -> dict[str, float]:
   """AUC of every peer on the conversation's held-out participants' agree / disagree votes.
 
   max_votes: keep held-out members, in a seeded random order, until this many votes are in.
   extra_scorers: more predictors (the reward model) scored on exactly the same votes, as
     auc_<name>.
+  nearest: how many of the most similar agreed and disagreed statements text_nearest averages.
   """
   table = VoteTable(conversation)
   split = polis_examples.split_participants(conversation, heldout_fraction, seed)
@@ -141,7 +120,6 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
     cumulative = np.cumsum((table.votes_PC[order] != 0).sum(1))
     heldout_P = np.sort(order[:int(np.searchsorted(cumulative, max_votes)) + 1])
   extra_scorers = extra_scorers or {}
-  bow_CV = _bag_of_words_C(conversation)
 
   statement_rate_C = table.statement_rate(train_P)
   train_rows = table.votes_PC[train_P] != 0
@@ -172,14 +150,14 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
     for name, scorer in extra_scorers.items():
       scores[name] += list(np.asarray(scorer(conversation, int(member), targets_T,
                                              split["train"]), np.float64))
-    similarity_TC = bow_CV[targets_T] @ bow_CV.T
     for t, target in enumerate(targets_T):
       others_C = table.votes_PC[member].copy()
       others_C[target] = 0
-      agreed, disagreed = others_C > 0, others_C < 0
-      score = (similarity_TC[t, agreed].mean() if agreed.any() else 0.0) - (
-          similarity_TC[t, disagreed].mean() if disagreed.any() else 0.0)
-      scores["text_similarity"].append(float(score))
+      similarity_C = table.similarity_CC[target]
+      agreed_A = np.sort(similarity_C[others_C > 0])[::-1]
+      disagreed_D = np.sort(similarity_C[others_C < 0])[::-1]
+      scores["text_similarity"].append(_mean(agreed_A) - _mean(disagreed_D))
+      scores["text_nearest"].append(_mean(agreed_A[:nearest]) - _mean(disagreed_D[:nearest]))
   result = {"heldout_participants": int(len(heldout_P)), "votes": len(labels),
             "agree_share": float(np.mean(labels)) if labels else float("nan")}
   for name, values in scores.items():

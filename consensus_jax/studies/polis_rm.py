@@ -32,27 +32,18 @@ class PolisRewardModel:
 
   def score_pairs(self, prefixes: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
     """One utility in [0, 1] per (prefix, candidate) pair."""
-    return self.score_members(prefixes, [[c] for c in candidates])[:, 0]
-
-  def score_members(self, prefixes_M: Sequence[str],
-                    candidates_MK: Sequence[Sequence[str]]) -> np.ndarray:
-    """[members, candidates] utilities: each member's own prefix against their own rendering of
-    every candidate (in existing-statement mode the rendering depends on the member)."""
-    num_candidates = max(len(c) for c in candidates_MK)
-    rows = max(1, self.batch_size // num_candidates)
-    prefix_ids = [[self.scorer.prefix_ids(p)] for p in prefixes_M]
-    candidate_ids = [[self.scorer.candidate_ids(c) for c in row] for row in candidates_MK]
+    prefix_ids = [[self.scorer.prefix_ids(p)] for p in prefixes]
+    candidate_ids = [[self.scorer.candidate_ids(c)] for c in candidates]
     out = []
-    for start in range(0, len(prefix_ids), rows):
-      chunk = slice(start, start + rows)
-      prefixes, candidates = prefix_ids[chunk], candidate_ids[chunk]
-      real = len(prefixes)
-      # Every call has the same shape (rows, candidates): one compiled program, not one per
-      # remainder size.
-      prefixes += [prefixes[0]] * (rows - real)
-      candidates += [candidates[0]] * (rows - real)
-      out.append(self.scorer.utilities(prefixes, candidates)[:real, :, 0])
-    return np.concatenate(out)
+    for start in range(0, len(prefix_ids), self.batch_size):
+      chunk = slice(start, start + self.batch_size)
+      prefixes_B, candidates_B = prefix_ids[chunk], candidate_ids[chunk]
+      real = len(prefixes_B)
+      # Every call has the same shape: one compiled program, not one per remainder size.
+      prefixes_B += [prefixes_B[0]] * (self.batch_size - real)
+      candidates_B += [candidates_B[0]] * (self.batch_size - real)
+      out.append(self.scorer.utilities(prefixes_B, candidates_B)[:real, 0, 0])
+    return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
   def vote_scorer(self, mode: str):
     """A polis_peers.MemberScorer: the RM's score for each of a held-out member's votes, the

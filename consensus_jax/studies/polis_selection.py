@@ -55,8 +55,9 @@ def draw_groups(conversation: polis.Conversation, num_groups: int, group_sizes: 
 
 
 def _group_inputs(conversation, table, group, mode: str, seed: int):
-  """Each member's prefix (votes outside the candidate set), rendering of every candidate, and
-  in existing-statement mode each member's "people like me" share of every candidate [M, K]."""
+  """Each member's prefix for every candidate [M][K] (their votes outside the candidate set,
+  chosen for that candidate as in training), rendering of every candidate [M][K], and in
+  existing-statement mode each member's "people like me" share of every candidate [M, K]."""
   rows_M = np.flatnonzero(np.isin(conversation.participant_ids, group.participant_ids))
   columns_K = np.array([conversation.column_of(c) for c in group.comment_ids])
   others_P = np.flatnonzero(~np.isin(conversation.participant_ids, group.participant_ids))
@@ -64,7 +65,8 @@ def _group_inputs(conversation, table, group, mode: str, seed: int):
   prefixes, candidates, similar_MK = [], [], []
   for row in rows_M:
     rng = np.random.default_rng([seed, int(row), *group.comment_ids])
-    prefixes.append(polis_examples.member_prefix(conversation, table, int(row), columns_K, rng)[0])
+    prefixes.append([polis_examples.member_prefix(conversation, table, int(row), columns_K,
+                                                  column, rng)[0] for column in columns_K])
     if mode == "existing":
       summary = polis_votes.summarise(table, int(row), columns_K, others_P, hidden_C=columns_K)
       candidates.append([prompts.polis_rm_candidate(t, e, s) for t, e, s in
@@ -103,7 +105,9 @@ def evaluate_conversation(conversation: polis.Conversation, model: polis_rm.Poli
     for mode, prefix in (("new", "rm_"), ("existing", "rm_existing_")):
       prefixes, candidates, others_P, columns_K, similar_MK = _group_inputs(
           conversation, table, group, mode, seed + g)
-      utilities_MK = model.score_members(prefixes, candidates)
+      utilities_MK = model.score_pairs(
+          [p for row in prefixes for p in row],
+          [c for row in candidates for c in row]).reshape(len(prefixes), -1)
       if mode == "existing":
         pick = int(np.argmax(similar_MK.mean(0)))
         record("neighbours", approval_K[pick], disagree_K[pick])
