@@ -216,7 +216,7 @@ def test_vote_examples_use_only_other_votes(conversations):
 def test_member_context_is_the_votes_most_like_the_target():
   """Of a member's other votes the prefix shows those whose words are most like the target's,
   most similar first, never the target's own, and the same for every draw of the tie-breaks."""
-  texts = ["Build more bike lanes downtown", "Bike lanes downtown are dangerous",
+  texts = ["Build more bike lanes downtown", "Downtown bike lanes are dangerous to walkers",
            "Protected bike lanes downtown now", "Lower the property tax",
            "Fund the public library", "Raise the parking fees", "Plant trees in parks",
            "Bike lanes near schools"]
@@ -229,12 +229,11 @@ def test_member_context_is_the_votes_most_like_the_target():
     prefix, usable = polis_examples.member_prefix(
         conversation, table, 0, np.array([0]), 0, np.random.default_rng(seed),
         max_agreed=2, max_disagreed=1)
-    lines = prefix.splitlines()
     assert usable == 7
-    assert [l for l in lines if l.startswith("I agree: ")] == [
-        "I agree: Protected bike lanes downtown now", "I agree: Bike lanes near schools"]
-    assert [l for l in lines if l.startswith("I disagree: ")] == [
-        "I disagree: Bike lanes downtown are dangerous"]
+    # cosine with the target: 0.60, 0.45 (agreed), 0.51 (disagreed); one list, most alike first
+    assert prefix.splitlines()[-3:] == ["I agree: Protected bike lanes downtown now",
+                                        "I disagree: Downtown bike lanes are dangerous to walkers",
+                                        "I agree: Bike lanes near schools"]
     assert texts[0] not in prefix
 
 

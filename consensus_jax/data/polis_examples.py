@@ -70,15 +70,17 @@ def member_prefix(conversation: polis.Conversation, table: polis_votes.VoteTable
                   max_about_me: int = 3) -> tuple[str, int]:
   """The RM's member prefix for participant row `row`, written for the statement in column
   `like`, from their votes on every candidate statement except the `excluded_C` columns (the
-  target, or a selection's whole candidate set): the few they agreed and disagreed with whose
-  words are most like `like`'s (table.similarity_CC; ties in random order), most similar first,
-  their agree share, self-descriptions they agreed with. Returns (prefix, the number of agree /
-  disagree votes it could draw on).
+  target, or a selection's whole candidate set): the `max_agreed` they agreed with and the
+  `max_disagreed` they disagreed with whose words are most like `like`'s (table.similarity_CC;
+  ties in random order), all in one list, most similar first; their agree share;
+  self-descriptions they agreed with. Returns (prefix, the number of agree / disagree votes it
+  could draw on).
 
-  Why the most similar and not a random few: the votes that speak to the statement are the ones
-  that predict the member's vote on it. By text alone, the mean similarity to the 3 most similar
-  agreed minus disagreed statements has AUC 0.55-0.75 (median 0.68) on the bundled
-  conversations' held-out votes, against 0.50-0.64 (median 0.55) for 3 random ones."""
+  Why the most similar, and first: the votes that speak to the statement are the ones that
+  predict the member's vote on it, and most prefixes are longer than the RM's 160 input tokens,
+  which cut the end. By text alone, the mean similarity to the 3 most similar agreed minus
+  disagreed statements has AUC 0.55-0.75 (median 0.68) on the bundled conversations' held-out
+  votes, against 0.50-0.64 (median 0.55) for 3 random ones."""
   seen_C, votes_C = conversation.seen_PC[row], conversation.votes_PC[row]
   usable_C = seen_C & table.candidate_C
   usable_C[np.asarray(excluded_C, np.int64)] = False
@@ -87,10 +89,12 @@ def member_prefix(conversation: polis.Conversation, table: polis_votes.VoteTable
   about_me = np.flatnonzero(seen_C & (votes_C == polis.AGREE) & table.about_me_C)[:max_about_me]
   similarity_C = table.similarity_CC[int(like)]
   share = (len(agreed) + 1) / (len(agreed) + len(disagreed) + 2)  # as VoteTable.member_rate_loo
+  chosen = np.concatenate([_most_similar(agreed, similarity_C, max_agreed, rng),
+                           _most_similar(disagreed, similarity_C, max_disagreed, rng)])
+  chosen = chosen[np.argsort(-similarity_C[chosen], kind="stable")]
   prefix = prompts.polis_rm_prefix(
-      conversation.topic,
-      _texts(conversation, _most_similar(agreed, similarity_C, max_agreed, rng)),
-      _texts(conversation, _most_similar(disagreed, similarity_C, max_disagreed, rng)),
+      conversation.topic, [(text, bool(votes_C[c] == polis.AGREE))
+                           for c, text in zip(chosen, _texts(conversation, chosen))],
       _texts(conversation, about_me), member_agree_share=share)
   return prefix, len(agreed) + len(disagreed)
 

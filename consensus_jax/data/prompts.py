@@ -58,20 +58,23 @@ def rm_prompt(question: str, member_opinion: str, candidate: str) -> str:
   return rm_prefix(question, member_opinion) + rm_suffix(candidate)
 
 
-def polis_rm_prefix(topic: str, agreed: Sequence[str], disagreed: Sequence[str],
-                    about_me: Sequence[str] = (), member_agree_share: float | None = None) -> str:
+def polis_rm_prefix(topic: str, votes: Sequence[tuple[str, bool]],
+                    about_me: Sequence[str] = (),
+                    member_agree_share: float | None = None) -> str:
   """The member part for Polis: their votes on other statements stand in for an opinion.
 
-  `about_me` holds self-descriptions the member agreed with ("I live in a town");
-  `member_agree_share`, the share of their other agree / disagree votes that agree.
+  `votes`: (statement, agreed) pairs, rendered in the given order, one line each ("I agree: ..."
+  or "I disagree: ..."); the caller puts the most telling first, since the RM's input is cut at
+  the end. `about_me`: self-descriptions the member agreed with ("I live in a town");
+  `member_agree_share`: the share of their other agree / disagree votes that agree.
   """
   lines = [f"Question: {topic.strip()}"]
   if about_me:
     lines.append("About me: " + " ".join(_sentence(s) for s in about_me))
   if member_agree_share is not None:
     lines.append(f"I agree with {_in_ten(member_agree_share)} in 10 statements.")
-  lines += [f"I agree: {_sentence(s)}" for s in agreed]
-  lines += [f"I disagree: {_sentence(s)}" for s in disagreed]
+  lines += [f"{'I agree' if agreed else 'I disagree'}: {_sentence(text)}"
+            for text, agreed in votes]
   return "\n".join(lines) + "\n"
 
 
