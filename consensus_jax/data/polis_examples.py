@@ -78,9 +78,9 @@ def member_prefix(conversation: polis.Conversation, table: polis_votes.VoteTable
 
   Why the most similar, and first: the votes that speak to the statement are the ones that
   predict the member's vote on it, and most prefixes are longer than the RM's 160 input tokens,
-  which cut the end. By text alone, the mean similarity to the 3 most similar agreed minus
-  disagreed statements has AUC 0.55-0.75 (median 0.68) on the bundled conversations' held-out
-  votes, against 0.50-0.64 (median 0.55) for 3 random ones."""
+  which cut the end. By text alone, the few most similar votes say more than all of them
+  (the text_nearest peer against text_similarity in studies/polis_peers), and more than a random
+  few (README, "Real votes")."""
   seen_C, votes_C = conversation.seen_PC[row], conversation.votes_PC[row]
   usable_C = seen_C & table.candidate_C
   usable_C[np.asarray(excluded_C, np.int64)] = False
