@@ -4,7 +4,7 @@
 # OUT_DIR/rm already holds a finished run, then scores every conversation folder in POLIS_DIR:
 # the RM's AUC next to its peers on held-out participants (polis_auc.json / .md) and statement
 # selection by each welfare rule against random, popularity and hindsight (polis_selection.json
-# / .md). About 15 minutes on a 2-core CPU for the eleven bundled conversations.
+# / .md). About 12 minutes on a 2-core CPU for the eleven bundled conversations.
 #
 #   bash launch/polis_benchmark.sh POLIS_DIR OUT_DIR
 #   RM_STEPS=1600 bash launch/polis_benchmark.sh ~/my_polis_exports out/polis
