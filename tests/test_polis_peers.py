@@ -107,4 +107,5 @@ def test_text_nearest_reads_the_votes_that_speak_to_the_candidate():
                                     np.arange(2 * topics, dtype=np.int64), votes_PC, seen_PC)
   result = polis_peers.evaluate_conversation(conversation, nearest=1)
   assert result["auc_text_nearest"] > 0.85
-  assert result["auc_text_nearest"] > result["auc_text_similarity"] + 0.07  # measured 0.90 against 0.80
+  # measured: 0.90 against 0.80
+  assert result["auc_text_nearest"] > result["auc_text_similarity"] + 0.07

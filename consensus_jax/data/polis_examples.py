@@ -2,7 +2,8 @@
 
 RM example: predict a member's vote on one statement from their votes on OTHER statements
 (the few they agreed and disagreed with that are most like it, their agree share, plus
-self-descriptions they agreed with, rendered by prompts.polis_rm_prefix). Two modes (prompts.polis_rm_candidate):
+self-descriptions they agreed with, rendered by prompts.polis_rm_prefix). Two modes
+(prompts.polis_rm_candidate):
   new statement       nobody has voted on the candidate: the statement's text alone;
   existing statement  the candidate also carries how other participants voted on it (everyone,
                       and the ones who vote most like the member; polis_votes.summarise), from

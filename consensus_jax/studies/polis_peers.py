@@ -40,6 +40,8 @@ EXISTING_STATEMENT_PEERS = ("chance", "statement_agree_rate", "member_agree_rate
                             "logistic_rate_and_member", "neighbours", "logistic_shares",
                             "text_similarity", "text_nearest")
 NEW_STATEMENT_PEERS = ("chance", "member_agree_rate", "text_similarity", "text_nearest")
+
+
 def _mean(values: np.ndarray) -> float:
   return float(values.mean()) if len(values) else 0.0
 
