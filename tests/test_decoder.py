@@ -67,9 +67,11 @@ def test_hidden_states_are_returned_on_request():
   np.testing.assert_allclose(logits, hidden @ params["unembed"], atol=1e-4)
 
 
-def _loss_and_grads(config, params, tokens):
+def _loss_and_grads(config, params, tokens, positions_BL=None, segment_ids_BL=None):
+  real_BL1 = 1.0 if segment_ids_BL is None else (jnp.asarray(segment_ids_BL) != 0)[..., None]
+
   def loss(p):
-    return jnp.mean(_apply(config, p, tokens) ** 2)
+    return jnp.mean((_apply(config, p, tokens, positions_BL, segment_ids_BL) * real_BL1) ** 2)
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
@@ -108,6 +110,26 @@ def test_unrolled_scan_keeps_the_scanned_layout_and_results():
   loss_u, grads_u = _loss_and_grads(unrolled_scan, params, tokens)
   np.testing.assert_allclose(loss_u, loss, rtol=1e-5)
   jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5), grads_u,
+                         grads)
+
+
+def test_causal_query_blocks_keep_results_and_gradients():
+  """attention_query_block computes less of the score matrix, not a different model: packed
+  rows with padding give the same logits on real positions and the same gradients."""
+  params = _init(CONFIG)
+  rng = np.random.RandomState(8)
+  tokens = rng.randint(3, 128, (2, 21))
+  segments = np.array([[1] * 9 + [2] * 12, [1] * 17 + [0] * 4], np.int32)
+  positions = np.array([list(range(9)) + list(range(12)), list(range(17)) + [0] * 4], np.int32)
+  blocked = CONFIG.replace(attention_query_block=4)
+  real = segments[..., None] != 0
+  np.testing.assert_allclose(
+      np.asarray(_apply(blocked, params, tokens, positions, segments)) * real,
+      np.asarray(_apply(CONFIG, params, tokens, positions, segments)) * real, atol=1e-5)
+  loss, grads = _loss_and_grads(CONFIG, params, tokens, positions, segments)
+  loss_b, grads_b = _loss_and_grads(blocked, params, tokens, positions, segments)
+  np.testing.assert_allclose(loss_b, loss, rtol=1e-5)
+  jax.tree_util.tree_map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-5), grads_b,
                          grads)
 
 

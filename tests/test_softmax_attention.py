@@ -35,3 +35,45 @@ def test_values_and_gradients_match_autodiff(groups):
   for name, got, want in zip("qkv", ours, reference):
     assert float(jnp.max(jnp.abs(want))) > 1e-2, name  # a gradient that could be wrong
     np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"d{name}")
+
+
+@pytest.mark.parametrize("block", [3, 4, 16])
+def test_causal_blocks_equal_the_full_attention_on_every_real_query(block):
+  """Blocks of queries against keys up to their block's end: the same outputs and gradients as
+  scoring every key, with packed segments, RM branches and left padding, at lengths that are not
+  a multiple of the block (a block of 16 > length runs the full attention)."""
+  batch, kv_heads, groups, length, head_dim = 3, 2, 2, 10, 4
+  rng = np.random.RandomState(block)
+  q = jnp.asarray(rng.randn(batch, kv_heads, groups, length, head_dim), jnp.float32)
+  k = jnp.asarray(rng.randn(batch, kv_heads, length, head_dim), jnp.float32)
+  v = jnp.asarray(rng.randn(batch, kv_heads, length, head_dim), jnp.float32)
+  segments = jnp.asarray([[1, 1, 1, 1, 2, 2, 2, 2, 2, 0],
+                          [0, 0, 0, 1, 1, 1, 1, 1, 1, 1],
+                          [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]])
+  branches = jnp.asarray([[0, 0, 1, 1, 0, 1, 1, 2, 2, 0],
+                          [0, 0, 0, 0, 0, 1, 1, 2, 2, 2],
+                          [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]])
+  mask = layers.attention_mask(segments, branches)
+  real = np.asarray(segments != 0)[:, None, None, :, None]
+  weights = jnp.asarray(rng.randn(batch, kv_heads, groups, length, head_dim) * real, jnp.float32)
+
+  def loss(fn, q, k, v):
+    return jnp.sum(fn(q, k, v, mask) * weights)
+
+  blocked = lambda q, k, v, m: softmax_attention.causal_blocks(q, k, v, m, block)
+  np.testing.assert_allclose(np.asarray(blocked(q, k, v, mask)) * real,
+                             np.asarray(softmax_attention.attention(q, k, v, mask)) * real,
+                             atol=1e-5)
+  ours = jax.grad(lambda *a: loss(blocked, *a), argnums=(0, 1, 2))(q, k, v)
+  reference = jax.grad(lambda *a: loss(softmax_attention.attention, *a), argnums=(0, 1, 2))(
+      q, k, v)
+  for name, got, want in zip("qkv", ours, reference):
+    assert float(jnp.max(jnp.abs(want))) > 1e-2, name
+    np.testing.assert_allclose(got, want, atol=1e-5, err_msg=f"d{name}")
+
+
+def test_causal_blocks_refuse_cross_attention():
+  q = jnp.zeros((1, 1, 1, 4, 2))
+  k = jnp.zeros((1, 1, 6, 2))
+  with pytest.raises(ValueError, match="self-attention"):
+    softmax_attention.causal_blocks(q, k, k, jnp.ones((1, 1, 1, 4, 6), bool), 2)

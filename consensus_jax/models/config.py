@@ -45,6 +45,9 @@ class DecoderConfig:
   # Pallas TPU kernel, flash_attention.py: blockwise, never materialises the scores; TPU only).
   # Decoding, and RM lists with branches, always use 'softmax'.
   attention_kind: str = "softmax"
+  # 'softmax' over a causal mask: queries in blocks of this many, each against only the keys up
+  # to its block's end (softmax_attention.causal_blocks); 0 computes every query x key score.
+  attention_query_block: int = 0
 
   def __post_init__(self):
     problems = []
@@ -64,6 +67,8 @@ class DecoderConfig:
                       f"{self.num_layers}")
     if self.attention_kind not in ATTENTION_KINDS:
       problems.append(f"attention_kind={self.attention_kind!r} is not one of {ATTENTION_KINDS}")
+    if self.attention_query_block < 0:
+      problems.append(f"attention_query_block={self.attention_query_block} must be >= 0")
     if self.dtype not in _DTYPES:
       problems.append(f"dtype={self.dtype!r} is not one of {tuple(_DTYPES)}")
     for name in ("vocab_size", "num_layers", "d_model", "num_heads", "num_kv_heads", "mlp_dim"):

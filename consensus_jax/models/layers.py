@@ -223,7 +223,8 @@ class Attention(nn.Module):
     # einsum with heads in the middle runs several times slower, forward and backward.
     q_BKGLD = (q_BLHD * head_dim ** -0.5).reshape(
         batch, length, cfg.num_kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
-    out_BKGLD = softmax_attention.attention(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS)
+    out_BKGLD = softmax_attention.causal_blocks(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS,
+                                                cfg.attention_query_block)
     return checkpoint_name(
         out_BKGLD.transpose(0, 3, 1, 2, 4).reshape(batch, length, num_heads, head_dim),
         "attention_out")

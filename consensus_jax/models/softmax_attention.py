@@ -10,6 +10,10 @@ score-sized gradient dS (dK = dS^T q contracts over queries; ~15 ms per layer of
 keeps the unnormalised exp(s - max) and 1/sum, the backward takes the row term from sum(dO * O)
 over head_dim (FlashAttention-2's D), and dK, dV are computed as q^T dS and dO^T P, whose
 transposes are head_dim-sized. Same values up to float rounding (tests/test_softmax_attention.py).
+
+`causal_blocks` splits a causal self-attention's queries into blocks, each against only the keys
+at or before its block's end: the masked upper triangle is never computed (about half the
+score-sized work and memory traffic at long lengths, forward and backward).
 """
 import jax
 import jax.numpy as jnp
@@ -60,3 +64,26 @@ def _backward(residuals, d_out_BKGLD):
 
 
 attention.defvjp(_forward, _backward)
+
+
+def causal_blocks(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS, block: int):
+  """`attention` for self-attention under a causal mask (query i at key position i, S == L),
+  computed block by block of `block` queries, each against keys [0, end of its block).
+
+  Exact for every query with at least one visible key (the keys dropped are masked for it). A
+  query that sees nothing (padding) gets a uniform average over fewer keys than `attention`
+  gives it; no loss reads those outputs, and real queries never attend to padding keys.
+  """
+  length = q_BKGLD.shape[3]
+  if k_BKSD.shape[2] != length:
+    raise ValueError(f"causal_blocks: self-attention needs as many keys ({k_BKSD.shape[2]}) "
+                     f"as queries ({length})")
+  if block <= 0 or block >= length:
+    return attention(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS)
+  mask_B11LS = jnp.broadcast_to(mask_B11LS, mask_B11LS.shape[:3] + (length, length))
+  outs = []
+  for start in range(0, length, block):
+    end = min(start + block, length)
+    outs.append(attention(q_BKGLD[:, :, :, start:end], k_BKSD[:, :, :end], v_BKSD[:, :, :end],
+                          mask_B11LS[:, :, :, start:end, :end]))
+  return jnp.concatenate(outs, axis=3)
