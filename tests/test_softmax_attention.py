@@ -77,3 +77,12 @@ def test_causal_blocks_refuse_cross_attention():
   k = jnp.zeros((1, 1, 6, 2))
   with pytest.raises(ValueError, match="self-attention"):
     softmax_attention.causal_blocks(q, k, k, jnp.ones((1, 1, 1, 4, 6), bool), 2)
+
+
+def test_causal_blocks_take_a_broadcast_mask():
+  rng = np.random.RandomState(0)
+  q = jnp.asarray(rng.randn(2, 1, 2, 9, 4), jnp.float32)
+  k = jnp.asarray(rng.randn(2, 1, 9, 4), jnp.float32)
+  causal_LL = jnp.tril(jnp.ones((9, 9), bool))
+  np.testing.assert_allclose(softmax_attention.causal_blocks(q, k, k, causal_LL, 4),
+                             softmax_attention.attention(q, k, k, causal_LL), atol=1e-5)

@@ -80,7 +80,8 @@ def causal_blocks(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS, block: int):
                      f"as queries ({length})")
   if block <= 0 or block >= length:
     return attention(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS)
-  mask_B11LS = jnp.broadcast_to(mask_B11LS, mask_B11LS.shape[:3] + (length, length))
+  mask_B11LS = jnp.broadcast_to(
+      mask_B11LS, jnp.broadcast_shapes(mask_B11LS.shape, (1, 1, 1, length, length)))
   outs = []
   for start in range(0, length, block):
     end = min(start + block, length)
