@@ -3,7 +3,7 @@
 # reward model on the bundled data, and show what the selection is worth: the RM next to its
 # peers, and for held-out groups the chosen statement with each member's predicted and judged
 # agreement and a head-to-head line, judged by simulated raters the selector never saw.
-# About 16 minutes on a 2-core CPU once .venv is set up (README, The two commands). Results go
+# About 16-22 minutes on a 2-core CPU once .venv is set up (README, The two commands). Results go
 # to $WORK (default ./out/main), which is reused: a second run resumes or skips finished steps.
 #
 #   bash launch/main.sh                      # everything
