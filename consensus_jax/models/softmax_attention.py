@@ -75,11 +75,11 @@ def causal_blocks(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS, block: int):
   gives it; no loss reads those outputs, and real queries never attend to padding keys.
   """
   length = q_BKGLD.shape[3]
+  if block <= 0 or block >= length:
+    return attention(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS)
   if k_BKSD.shape[2] != length:
     raise ValueError(f"causal_blocks: self-attention needs as many keys ({k_BKSD.shape[2]}) "
                      f"as queries ({length})")
-  if block <= 0 or block >= length:
-    return attention(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS)
   mask_B11LS = jnp.broadcast_to(
       mask_B11LS, jnp.broadcast_shapes(mask_B11LS.shape, (1, 1, 1, length, length)))
   outs = []
