@@ -201,7 +201,7 @@ def test_vote_examples_use_only_other_votes(conversations):
                                            for i in conversation.comment_ids]), c)
         agree, disagree = ((others_C == 1) & candidates_C).sum(), ((others_C == -1) & candidates_C).sum()
         share = (agree + 1) / (agree + disagree + 2)
-        assert line == f"I agree with {int(round(10 * share))} in 10 statements."
+        assert line == f"I agree with {int(round(20 * share))} in 20 statements."
         continue
       stance, text = line.split(": ", 1)
       other = by_text[text]
@@ -250,7 +250,7 @@ def test_existing_statement_examples_summarise_others_only(conversations):
     c = conversation.column_of(example.comment_id)
     votes_P = conversation.votes_PC[train_rows, c] * conversation.seen_PC[train_rows, c]
     everyone = ((votes_P == 1).sum() + 1) / ((votes_P != 0).sum() + 2)
-    assert example.candidate.startswith(f"Everyone: {int(round(10 * everyone))} in 10 agree. "
+    assert example.candidate.startswith(f"Everyone: {int(round(20 * everyone))} in 20 agree. "
                                         "People like me: ")
     assert example.candidate.endswith(" ".join(conversation.comments[example.comment_id]
                                                .text.split()))

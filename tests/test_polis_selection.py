@@ -74,8 +74,8 @@ class ReadsTheSummary:
   table = polis_rm.PolisRewardModel.table
 
   def score_pairs(self, prefixes, candidates):
-    found = [re.search(r"People like me: (\d+) in 10", c) for c in candidates]
-    return np.array([int(m.group(1)) / 10 if m else 0.5 for m in found])
+    found = [re.search(r"People like me: (\d+) in (\d+)", c) for c in candidates]
+    return np.array([int(m.group(1)) / int(m.group(2)) if m else 0.5 for m in found])
 
 
 def test_existing_statement_selection_beats_random_on_planted_camps(tmp_path):
@@ -86,11 +86,11 @@ def test_existing_statement_selection_beats_random_on_planted_camps(tmp_path):
   assert result["groups"] == 12 and result["candidates"] == 8
   assert methods["hindsight"]["mean_approval"] > methods["random"]["mean_approval"] + 0.1
   # The camps are near 50/50 overall, so popularity cannot know which camp a group leans to;
-  # the members' "people like me" shares can. (Rawlsian sees a member at 1 in 10 for every
+  # the members' "people like me" shares can. (Rawlsian sees a member at 1 in 20 for every
   # statement and is left with ties, so it is not asserted.)
   for rule in ("utilitarian", "nash", "schulze"):
     gap = methods[f"rm_existing_{rule}"]["gap_closed"]
-    assert gap > 0.4 and gap > methods["popularity"]["gap_closed"] + 0.3, rule
+    assert gap > 0.3 and gap > methods["popularity"]["gap_closed"] + 0.3, rule
   # The collaborative-filtering peer's pick reads the same shares, so it finds the camps too.
   assert methods["neighbours"]["gap_closed"] > methods["popularity"]["gap_closed"] + 0.3
   # So does the best AUC peer's pick, the logistic model on those shares.

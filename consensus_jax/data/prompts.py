@@ -72,7 +72,7 @@ def polis_rm_prefix(topic: str, votes: Sequence[tuple[str, bool]],
   if about_me:
     lines.append("About me: " + " ".join(_sentence(s) for s in about_me))
   if member_agree_share is not None:
-    lines.append(f"I agree with {_in_ten(member_agree_share)} in 10 statements.")
+    lines.append(f"I agree with {share_count(member_agree_share)} in {SHARE_PARTS} statements.")
   lines += [f"{'I agree' if agreed else 'I disagree'}: {_sentence(text)}"
             for text, agreed in votes]
   return "\n".join(lines) + "\n"
@@ -81,19 +81,27 @@ def polis_rm_prefix(topic: str, votes: Sequence[tuple[str, bool]],
 def polis_rm_candidate(statement: str, everyone_agree_share: float | None = None,
                        similar_agree_share: float | None = None) -> str:
   """A Polis statement as the RM's candidate. In existing-statement mode the shares of other
-  participants (never the group's members) who agreed with it come first, as "k in 10", so that
+  participants (never the group's members) who agreed with it come first, as "k in 20", so that
   cutting a long statement never cuts them: everyone's, and that of the participants who vote
   most like the member (polis_votes.summarise). In new-statement mode, the statement alone."""
   lines = []
   if everyone_agree_share is not None:
-    lines.append(f"Everyone: {_in_ten(everyone_agree_share)} in 10 agree.")
+    lines.append(f"Everyone: {share_count(everyone_agree_share)} in {SHARE_PARTS} agree.")
   if similar_agree_share is not None:
-    lines.append(f"People like me: {_in_ten(similar_agree_share)} in 10 agree.")
+    lines.append(f"People like me: {share_count(similar_agree_share)} in {SHARE_PARTS} agree.")
   return " ".join(lines + [_sentence(statement)])
 
 
-def _in_ten(share: float) -> int:
-  return int(round(10 * min(max(float(share), 0.0), 1.0)))
+# Shares are written as "k in SHARE_PARTS". Twentieths, not tenths: a logistic model on the three
+# shares rounded to tenths loses up to 0.02 AUC (median 0.005) on the bundled conversations'
+# held-out votes against the unrounded shares; rounded to twentieths, about none (README,
+# "Real votes").
+SHARE_PARTS = 20
+
+
+def share_count(share: float) -> int:
+  """`share` (clipped to [0, 1]) as a whole number of SHARE_PARTS."""
+  return int(round(SHARE_PARTS * min(max(float(share), 0.0), 1.0)))
 
 
 def _sentence(text: str) -> str:
