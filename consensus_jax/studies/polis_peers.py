@@ -22,8 +22,13 @@ conversation. Peers:
   text_nearest                the same over only the `nearest` (5) most similar statements the
                               member agreed with and the 5 they disagreed with: the votes that
                               speak to the candidate, not the average of all
-The first six may use other participants' votes on the candidate ("existing statement" mode);
-the text peers and member_agree_rate do not ("new statement" mode).
+  logistic_shares_text        logistic regression on logistic_shares' three inputs plus the two
+                              text scores, fit like logistic_shares: what the RM's
+                              existing-statement inputs, numbers and words, give a linear model
+  logistic_member_text        new-statement mode: logistic regression on the member's own agree
+                              rate and the two text scores, fit likewise
+The share and rate peers, neighbours and logistic_shares_text may use other participants' votes
+on the candidate ("existing statement" mode); NEW_STATEMENT_PEERS do not.
 """
 import json
 import pathlib
@@ -38,8 +43,12 @@ from consensus_jax.data.polis_votes import VoteTable, neighbour_scores, summaris
 
 EXISTING_STATEMENT_PEERS = ("chance", "statement_agree_rate", "member_agree_rate",
                             "logistic_rate_and_member", "neighbours", "logistic_shares",
-                            "text_similarity", "text_nearest")
-NEW_STATEMENT_PEERS = ("chance", "member_agree_rate", "text_similarity", "text_nearest")
+                            "text_similarity", "text_nearest", "logistic_shares_text",
+                            "logistic_member_text")
+NEW_STATEMENT_PEERS = ("chance", "member_agree_rate", "text_similarity", "text_nearest",
+                       "logistic_member_text")
+# Columns of member_features_TF: share_features_TF's three, then text_features_TF's two.
+SHARE_COLUMNS, MEMBER_TEXT_COLUMNS, ALL_COLUMNS = (0, 1, 2), (2, 3, 4), (0, 1, 2, 3, 4)
 
 
 def _mean(values: np.ndarray) -> float:
@@ -84,18 +93,52 @@ def share_features_TF(table: VoteTable, member: int, targets_T: np.ndarray,
                    (summary.everyone_T, summary.similar_T, member_rate_T)], axis=1)
 
 
-def fit_share_logistic(table: VoteTable, train_P: np.ndarray, seed: int = 0, k: int = 20,
-                       max_members: int = 200) -> np.ndarray:
-  """logistic_shares' weights (three, then the bias), fit on the votes of up to `max_members`
-  of `train_P` (a seeded draw), each member's shares taken from the other rows of `train_P`."""
+def text_features_TF(table: VoteTable, member: int, targets_T: np.ndarray,
+                     nearest: int = 5) -> np.ndarray:
+  """[targets, 2]: text_nearest's and text_similarity's scores of each target for row `member`,
+  from their agree / disagree votes on the other statements."""
+  out_TF = np.zeros((len(targets_T), 2))
+  for t, target in enumerate(targets_T):
+    others_C = table.votes_PC[member].copy()
+    others_C[target] = 0
+    similarity_C = table.similarity_CC[target]
+    agreed_A = np.sort(similarity_C[others_C > 0])[::-1]
+    disagreed_D = np.sort(similarity_C[others_C < 0])[::-1]
+    out_TF[t] = (_mean(agreed_A[:nearest]) - _mean(disagreed_D[:nearest]),
+                 _mean(agreed_A) - _mean(disagreed_D))
+  return out_TF
+
+
+def member_features_TF(table: VoteTable, member: int, targets_T: np.ndarray,
+                       others_P: np.ndarray, k: int = 20, nearest: int = 5) -> np.ndarray:
+  """[targets, 5]: share_features_TF then text_features_TF (ALL_COLUMNS)."""
+  return np.concatenate([share_features_TF(table, member, targets_T, others_P, k),
+                         text_features_TF(table, member, targets_T, nearest)], axis=1)
+
+
+def _fit_rows(table: VoteTable, train_P: np.ndarray, seed: int, k: int, max_members: int,
+              columns, nearest: int = 5) -> tuple[np.ndarray, np.ndarray]:
+  """Features (`columns` of member_features_TF) and agree labels of the votes of up to
+  `max_members` of `train_P` (a seeded draw), each member's shares from the other rows."""
   fit_P = [p for p in np.random.default_rng([seed, 2]).permutation(train_P)
            if (table.votes_PC[p] != 0).any()][:max_members]
   fit_targets = [np.flatnonzero(table.votes_PC[p] != 0) for p in fit_P]
-  return _fit_logistic(
-      np.concatenate([share_features_TF(table, p, t, train_P, k)
-                      for p, t in zip(fit_P, fit_targets)] or [np.zeros((0, 3))]),
-      np.concatenate([table.votes_PC[p, t] > 0 for p, t in zip(fit_P, fit_targets)]
-                     or [np.zeros(0)]).astype(float))
+  if tuple(columns) == SHARE_COLUMNS:  # no text scores needed
+    rows = [share_features_TF(table, p, t, train_P, k) for p, t in zip(fit_P, fit_targets)]
+  else:
+    rows = [member_features_TF(table, p, t, train_P, k, nearest)[:, list(columns)]
+            for p, t in zip(fit_P, fit_targets)]
+  labels_R = np.concatenate([table.votes_PC[p, t] > 0 for p, t in zip(fit_P, fit_targets)]
+                            or [np.zeros(0)]).astype(float)
+  return np.concatenate(rows or [np.zeros((0, len(columns)))]), labels_R
+
+
+def fit_share_logistic(table: VoteTable, train_P: np.ndarray, seed: int = 0, k: int = 20,
+                       max_members: int = 200, columns=SHARE_COLUMNS) -> np.ndarray:
+  """logistic_shares' weights (one per column of member_features_TF, by default the three
+  shares, then the bias), fit on the votes of up to `max_members` of `train_P` (a seeded draw),
+  each member's shares taken from the other rows of `train_P`."""
+  return _fit_logistic(*_fit_rows(table, train_P, seed, k, max_members, columns))
 
 
 # (conversation, member row, target columns, training participant ids) -> a score per target.
@@ -128,7 +171,11 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
   features_RF = np.stack([_logit(table.statement_rate(train_P, leave_out_self=True)[train_rows]),
                           _logit(table.member_rate_loo(train_P)[train_rows])], axis=1)
   logistic_F = _fit_logistic(features_RF, (table.votes_PC[train_P][train_rows] > 0).astype(float))
-  shares_F = fit_share_logistic(table, train_P, seed, k, share_fit_members)
+  rows_RF, labels_R = _fit_rows(table, train_P, seed, k, share_fit_members, ALL_COLUMNS,
+                                nearest)
+  shares_F, shares_text_F, member_text_F = (
+      _fit_logistic(rows_RF[:, list(columns)], labels_R)
+      for columns in (SHARE_COLUMNS, ALL_COLUMNS, MEMBER_TEXT_COLUMNS))
 
   scores: dict[str, list[float]] = {name: [] for name in
                                     (*EXISTING_STATEMENT_PEERS, *extra_scorers)}
@@ -147,19 +194,17 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
                      _logit(member_rate_PC[row, targets_T])], axis=1)
     scores["logistic_rate_and_member"] += (x_TF @ logistic_F[:2] + logistic_F[2]).tolist()
     scores["neighbours"] += neighbour_scores(table, train_P, member, targets_T, k).tolist()
-    scores["logistic_shares"] += (share_features_TF(table, member, targets_T, train_P, k)
-                                  @ shares_F[:3] + shares_F[3]).tolist()
+    x_TF = member_features_TF(table, member, targets_T, train_P, k, nearest)
+    for name, weights_F, columns in (("logistic_shares", shares_F, SHARE_COLUMNS),
+                                     ("logistic_shares_text", shares_text_F, ALL_COLUMNS),
+                                     ("logistic_member_text", member_text_F,
+                                      MEMBER_TEXT_COLUMNS)):
+      scores[name] += (x_TF[:, list(columns)] @ weights_F[:-1] + weights_F[-1]).tolist()
+    scores["text_nearest"] += x_TF[:, 3].tolist()
+    scores["text_similarity"] += x_TF[:, 4].tolist()
     for name, scorer in extra_scorers.items():
       scores[name] += list(np.asarray(scorer(conversation, int(member), targets_T,
                                              split["train"]), np.float64))
-    for t, target in enumerate(targets_T):
-      others_C = table.votes_PC[member].copy()
-      others_C[target] = 0
-      similarity_C = table.similarity_CC[target]
-      agreed_A = np.sort(similarity_C[others_C > 0])[::-1]
-      disagreed_D = np.sort(similarity_C[others_C < 0])[::-1]
-      scores["text_similarity"].append(_mean(agreed_A) - _mean(disagreed_D))
-      scores["text_nearest"].append(_mean(agreed_A[:nearest]) - _mean(disagreed_D[:nearest]))
   result = {"heldout_participants": int(len(heldout_P)), "votes": len(labels),
             "agree_share": float(np.mean(labels)) if labels else float("nan")}
   for name, values in scores.items():
