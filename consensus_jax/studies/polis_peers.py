@@ -134,11 +134,10 @@ def _fit_rows(table: VoteTable, train_P: np.ndarray, seed: int, k: int, max_memb
 
 
 def fit_share_logistic(table: VoteTable, train_P: np.ndarray, seed: int = 0, k: int = 20,
-                       max_members: int = 200, columns=SHARE_COLUMNS) -> np.ndarray:
-  """logistic_shares' weights (one per column of member_features_TF, by default the three
-  shares, then the bias), fit on the votes of up to `max_members` of `train_P` (a seeded draw),
-  each member's shares taken from the other rows of `train_P`."""
-  return _fit_logistic(*_fit_rows(table, train_P, seed, k, max_members, columns))
+                       max_members: int = 200) -> np.ndarray:
+  """logistic_shares' weights (three, then the bias), fit on the votes of up to `max_members`
+  of `train_P` (a seeded draw), each member's shares taken from the other rows of `train_P`."""
+  return _fit_logistic(*_fit_rows(table, train_P, seed, k, max_members, SHARE_COLUMNS))
 
 
 # (conversation, member row, target columns, training participant ids) -> a score per target.
