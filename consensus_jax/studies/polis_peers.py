@@ -117,27 +117,25 @@ def member_features_TF(table: VoteTable, member: int, targets_T: np.ndarray,
 
 
 def _fit_rows(table: VoteTable, train_P: np.ndarray, seed: int, k: int, max_members: int,
-              columns, nearest: int = 5) -> tuple[np.ndarray, np.ndarray]:
-  """Features (`columns` of member_features_TF) and agree labels of the votes of up to
-  `max_members` of `train_P` (a seeded draw), each member's shares from the other rows."""
+              with_text: bool, nearest: int = 5) -> tuple[np.ndarray, np.ndarray]:
+  """Features (share_features_TF, or member_features_TF `with_text`) and agree labels of the
+  votes of up to `max_members` of `train_P` (a seeded draw), each member's shares from the
+  other rows."""
   fit_P = [p for p in np.random.default_rng([seed, 2]).permutation(train_P)
            if (table.votes_PC[p] != 0).any()][:max_members]
   fit_targets = [np.flatnonzero(table.votes_PC[p] != 0) for p in fit_P]
-  if tuple(columns) == SHARE_COLUMNS:  # no text scores needed
-    rows = [share_features_TF(table, p, t, train_P, k) for p, t in zip(fit_P, fit_targets)]
-  else:
-    rows = [member_features_TF(table, p, t, train_P, k, nearest)[:, list(columns)]
-            for p, t in zip(fit_P, fit_targets)]
+  rows = [member_features_TF(table, p, t, train_P, k, nearest) if with_text
+          else share_features_TF(table, p, t, train_P, k) for p, t in zip(fit_P, fit_targets)]
   labels_R = np.concatenate([table.votes_PC[p, t] > 0 for p, t in zip(fit_P, fit_targets)]
                             or [np.zeros(0)]).astype(float)
-  return np.concatenate(rows or [np.zeros((0, len(columns)))]), labels_R
+  return np.concatenate(rows or [np.zeros((0, 5 if with_text else 3))]), labels_R
 
 
 def fit_share_logistic(table: VoteTable, train_P: np.ndarray, seed: int = 0, k: int = 20,
                        max_members: int = 200) -> np.ndarray:
   """logistic_shares' weights (three, then the bias), fit on the votes of up to `max_members`
   of `train_P` (a seeded draw), each member's shares taken from the other rows of `train_P`."""
-  return _fit_logistic(*_fit_rows(table, train_P, seed, k, max_members, SHARE_COLUMNS))
+  return _fit_logistic(*_fit_rows(table, train_P, seed, k, max_members, with_text=False))
 
 
 # (conversation, member row, target columns, training participant ids) -> a score per target.
@@ -170,8 +168,8 @@ def evaluate_conversation(conversation: polis.Conversation, heldout_fraction: fl
   features_RF = np.stack([_logit(table.statement_rate(train_P, leave_out_self=True)[train_rows]),
                           _logit(table.member_rate_loo(train_P)[train_rows])], axis=1)
   logistic_F = _fit_logistic(features_RF, (table.votes_PC[train_P][train_rows] > 0).astype(float))
-  rows_RF, labels_R = _fit_rows(table, train_P, seed, k, share_fit_members, ALL_COLUMNS,
-                                nearest)
+  rows_RF, labels_R = _fit_rows(table, train_P, seed, k, share_fit_members, with_text=True,
+                                nearest=nearest)
   shares_F, shares_text_F, member_text_F = (
       _fit_logistic(rows_RF[:, list(columns)], labels_R)
       for columns in (SHARE_COLUMNS, ALL_COLUMNS, MEMBER_TEXT_COLUMNS))
