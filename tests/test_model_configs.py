@@ -33,6 +33,6 @@ def test_chinchilla_shapes():
 
 
 @pytest.mark.parametrize("name, low, high", [
-    ("tiny", 1e6, 5e6), ("small", 25e6, 45e6), ("rm_1b", 1.2e9, 1.6e9)])
+    ("tiny", 1e6, 5e6), ("mini", 5e6, 9e6), ("small", 25e6, 45e6), ("rm_1b", 1.2e9, 1.6e9)])
 def test_small_configs_are_the_advertised_size(name, low, high):
   assert low < params_lib.count_params(_config(name)) < high

@@ -592,6 +592,9 @@ def test_rewrite_gin_args():
                                            "%RM_TASK": "consensus_rm_synthetic_lists"}),
     ("gin_configs/recipes/rm_small_synthetic.gin", {"%RM_LOSS": "listwise",
                                                     "DecoderConfig.d_model": 512}),
+    ("gin_configs/recipes/rm_mini_synthetic.gin", {"%RM_LOSS": "listwise",
+                                                   "DecoderConfig.d_model": 256,
+                                                   "DecoderConfig.num_layers": 4}),
 ])
 def test_reward_recipes_parse_and_bind_the_listwise_objective(gin_file, expected):
   gin.clear_config()
