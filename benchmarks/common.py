@@ -145,6 +145,9 @@ def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=3, help="Timed runs per side per round.")
   parser.add_argument("--threads", type=int, default=os.cpu_count())
+  parser.add_argument("--matmul_floor", action="store_true",
+                      help="Also time the step's matmuls alone (benchmarks.step_matmuls) in the "
+                           "same rounds: the speed no step of this shape can pass here.")
   parser.add_argument("--peer_only", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   torch.set_num_threads(args.threads)
@@ -171,8 +174,11 @@ def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer
                            capture_output=True, text=True, check=True)
     return [float(t) for t in child.stdout.split("PEER_SECONDS")[-1].split()]
 
-  result = timing.compare({"consensus_jax": run_ours, "torch": run_peer}, rounds=args.rounds,
-                          repeats=args.repeats)
+  sides = {"consensus_jax": run_ours, "torch": run_peer}
+  if args.matmul_floor:
+    from benchmarks import step_matmuls
+    sides["matmuls alone"] = step_matmuls.program(config, args.batch, args.seq)
+  result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   print(f"model {args.gin_file}: {params_lib.count_params(config) / 1e6:.1f}M params, batch "
         f"{args.batch} x seq {args.seq}, {label}; {args.rounds} alternating rounds of "
         f"{args.repeats} timed runs each; before: {load_before}; after: {machine_load()}")
@@ -181,6 +187,18 @@ def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer
         f"{step_flops / 1e9:.1f} model GFLOP per step")
   for line in timing.report(result, tokens, f"tokens/s ({label})", ("consensus_jax", "torch")):
     print(line)
+  if args.matmul_floor:
+    from benchmarks import step_matmuls
+    floor, torch_side = result["matmuls alone"], result["torch"]
+    matmul_flops = step_matmuls.matmul_flops(config, args.batch, args.seq)
+    print(f"the step's matmuls alone: {matmul_flops / 1e9:.1f} GFLOP at "
+          f"{matmul_flops / floor.median / 1e9:.0f} GFLOP/s (median); a step that did nothing "
+          f"else would be {torch_side.median / floor.median:.2f}x torch's median step "
+          f"({torch_side.min / floor.min:.2f}x of minimums), the most any step of this shape "
+          f"reaches here; the matmuls are {floor.median / result['consensus_jax'].median:.0%} "
+          f"of our median step")
   for name, timings in result.items():
+    if name == "matmuls alone":
+      continue
     print(f"{name:14s} MFU {step_flops / timings.median / 1e9 / max(peak.values()):.1%} of the "
           f"measured peak (median step)")
