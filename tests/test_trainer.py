@@ -594,7 +594,8 @@ def test_rewrite_gin_args():
                                                     "DecoderConfig.d_model": 512}),
     ("gin_configs/recipes/rm_mini_synthetic.gin", {"%RM_LOSS": "listwise",
                                                    "DecoderConfig.d_model": 256,
-                                                   "DecoderConfig.num_layers": 4}),
+                                                   "DecoderConfig.num_layers": 4,
+                                                   "%LEARNING_RATE": 5e-4}),
 ])
 def test_reward_recipes_parse_and_bind_the_listwise_objective(gin_file, expected):
   gin.clear_config()
