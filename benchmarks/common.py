@@ -178,6 +178,8 @@ def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer
   if args.matmul_floor:
     from benchmarks import step_matmuls
     sides["matmuls alone"] = step_matmuls.program(config, args.batch, args.seq)
+    sides["torch matmuls"] = step_matmuls.torch_program(config, args.batch, args.seq,
+                                                        args.threads)
   result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   print(f"model {args.gin_file}: {params_lib.count_params(config) / 1e6:.1f}M params, batch "
         f"{args.batch} x seq {args.seq}, {label}; {args.rounds} alternating rounds of "
@@ -197,8 +199,14 @@ def train_benchmark_main(doc: str, module: str, label: str, make_ours, make_peer
           f"({torch_side.min / floor.min:.2f}x of minimums), the most any step of this shape "
           f"reaches here; the matmuls are {floor.median / result['consensus_jax'].median:.0%} "
           f"of our median step")
+    torch_floor = result["torch matmuls"]
+    print(f"the same matmuls in torch: {torch_floor.median:.3f} s (median), ours "
+          f"{torch_floor.median / floor.median:.2f}x its speed (of minimums "
+          f"{torch_floor.min / floor.min:.2f}x); torch's step spends "
+          f"{torch_side.median - torch_floor.median:.3f} s beyond its matmuls, ours "
+          f"{result['consensus_jax'].median - floor.median:.3f} s")
   for name, timings in result.items():
-    if name == "matmuls alone":
+    if name in ("matmuls alone", "torch matmuls"):
       continue
     print(f"{name:14s} MFU {step_flops / timings.median / 1e9 / max(peak.values()):.1%} of the "
           f"measured peak (median step)")

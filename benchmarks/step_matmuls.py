@@ -6,7 +6,8 @@ forward Y = X W and backward dX = dY W^T and dW = X^T dY; causal attention in qu
 (`DecoderConfig.attention_query_block`, as `softmax_attention.causal_blocks` runs it) costs per
 block two forward batched matmuls (scores, values) and four backward ones. The program runs
 them at the step's exact shapes and layouts, with the step's compiler options (Eigen dots on
-CPU), and returns every product so none is dropped. Norms, rotary, softmax, the loss, gradient
+CPU), and returns every product so none is dropped. `torch_program` runs the same products on
+the same operands with torch's matmuls (oneDNN / MKL on CPU), the peer's floor. Norms, rotary, softmax, the loss, gradient
 clipping and the optimizer are left out: they are what the step adds on top of this floor.
 """
 import dataclasses
@@ -101,5 +102,30 @@ def program(config: DecoderConfig, batch: int, seq: int):
 
   def run_once():
     jax.block_until_ready(compiled(weight_operands, attention_operands))
+
+  return run_once
+
+
+def torch_program(config: DecoderConfig, batch: int, seq: int, threads: int | None = None):
+  """`program`'s products with torch's matmuls, on the same operands."""
+  import torch
+
+  if threads:
+    torch.set_num_threads(threads)
+  weight_operands, attention_operands = operands(config, batch, seq)
+  weights = [tuple(torch.from_numpy(np.asarray(x)) for x in triple) for triple in weight_operands]
+  attention = [{k: torch.from_numpy(np.asarray(v)) for k, v in a.items()}
+               for a in attention_operands]
+
+  def run_once():
+    with torch.inference_mode():
+      out = []
+      for x_TK, w_KN, dy_TN in weights:
+        out += [x_TK @ w_KN, dy_TN @ w_KN.T, x_TK.T @ dy_TN]
+      for a in attention:
+        out += [a["q"] @ a["k"].transpose(-1, -2), a["probs"] @ a["v"],
+                a["d_out"] @ a["v"].transpose(-1, -2), a["probs"].transpose(-1, -2) @ a["d_out"],
+                a["d_scores"] @ a["k"], a["d_scores"].transpose(-1, -2) @ a["q"]]
+    return out
 
   return run_once

@@ -66,3 +66,13 @@ def test_products_are_the_step_matmuls_at_its_shapes():
 
 def test_program_compiles_and_runs():
   step_matmuls.program(dataclasses.replace(CONFIG, attention_query_block=16), 2, 40)()
+
+
+def test_torch_program_computes_the_same_products():
+  config = dataclasses.replace(CONFIG, attention_query_block=16)
+  weights, attention = step_matmuls.operands(config, 2, 40)
+  ours = step_matmuls.products(weights, attention)
+  theirs = step_matmuls.torch_program(config, 2, 40)()
+  assert len(theirs) == len(ours)
+  for a, b in zip(ours, theirs):
+    np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-4, atol=1e-5)
