@@ -1,14 +1,15 @@
 """A decoder train step's matrix multiplications alone, as one compiled program: the floor a step
-of that shape cannot go under on this machine however well the rest of it is fused.
+of that shape cannot go under with these dots, however well the rest of it is fused.
 
 Every projection X[T, k] @ W[k, n] of the step (T = batch x seq tokens) costs three matmuls,
 forward Y = X W and backward dX = dY W^T and dW = X^T dY; causal attention in query blocks
 (`DecoderConfig.attention_query_block`, as `softmax_attention.causal_blocks` runs it) costs per
 block two forward batched matmuls (scores, values) and four backward ones. The program runs
 them at the step's exact shapes and layouts, with the step's compiler options (Eigen dots on
-CPU), and returns every product so none is dropped. `torch_program` runs the same products on
-the same operands with torch's matmuls (oneDNN / MKL on CPU), the peer's floor. Norms, rotary, softmax, the loss, gradient
+CPU), and returns every product so none is dropped. Norms, rotary, softmax, the loss, gradient
 clipping and the optimizer are left out: they are what the step adds on top of this floor.
+`torch_program` runs the same products on the same operands with torch's matmuls (oneDNN / MKL
+on CPU): the peer's floor.
 """
 import dataclasses
 
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from consensus_jax import programs
+from consensus_jax.models import softmax_attention
 from consensus_jax.models.config import DecoderConfig
 
 
@@ -42,12 +44,9 @@ def projections(config: DecoderConfig) -> list[Projection]:
 
 
 def query_blocks(config: DecoderConfig, seq: int) -> list[tuple[int, int]]:
-  """(queries, keys) of each attention block, as causal_blocks splits a row of `seq`."""
-  block = config.attention_query_block
-  if block <= 0 or block >= seq:
-    return [(seq, seq)]
-  return [(min(start + block, seq) - start, min(start + block, seq))
-          for start in range(0, seq, block)]
+  """(queries, keys) of each attention block of a row of `seq`, as causal_blocks runs it."""
+  return [(end - start, end) for start, end in
+          softmax_attention.causal_block_bounds(seq, config.attention_query_block)]
 
 
 def matmul_flops(config: DecoderConfig, batch: int, seq: int) -> float:

@@ -66,6 +66,14 @@ def _backward(residuals, d_out_BKGLD):
 attention.defvjp(_forward, _backward)
 
 
+def causal_block_bounds(length: int, block: int) -> list[tuple[int, int]]:
+  """(start, end) of each block of queries `causal_blocks` scores; each block sees keys [0, end).
+  One block of every query when `block` is 0 or covers the row."""
+  if block <= 0 or block >= length:
+    return [(0, length)]
+  return [(start, min(start + block, length)) for start in range(0, length, block)]
+
+
 def causal_blocks(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS, block: int):
   """`attention` for self-attention under a causal mask (query i at key position i, S == L),
   computed block by block of `block` queries, each against keys [0, end of its block).
@@ -83,8 +91,7 @@ def causal_blocks(q_BKGLD, k_BKSD, v_BKSD, mask_B11LS, block: int):
   mask_B11LS = jnp.broadcast_to(
       mask_B11LS, jnp.broadcast_shapes(mask_B11LS.shape, (1, 1, 1, length, length)))
   outs = []
-  for start in range(0, length, block):
-    end = min(start + block, length)
+  for start, end in causal_block_bounds(length, block):
     outs.append(attention(q_BKGLD[:, :, :, start:end], k_BKSD[:, :, :end], v_BKSD[:, :, :end],
                           mask_B11LS[:, :, :, start:end, :end]))
   return jnp.concatenate(outs, axis=3)
