@@ -112,8 +112,8 @@ def torch_program(config: DecoderConfig, batch: int, seq: int, threads: int | No
   if threads:
     torch.set_num_threads(threads)
   weight_operands, attention_operands = operands(config, batch, seq)
-  weights = [tuple(torch.from_numpy(np.asarray(x)) for x in triple) for triple in weight_operands]
-  attention = [{k: torch.from_numpy(np.asarray(v)) for k, v in a.items()}
+  weights = [tuple(torch.from_numpy(np.array(x)) for x in triple) for triple in weight_operands]
+  attention = [{k: torch.from_numpy(np.array(v)) for k, v in a.items()}
                for a in attention_operands]
 
   def run_once():
