@@ -14,6 +14,7 @@ each ours against what transformers + torch run for it:
 - optimizer: global-norm clipping at 1.0, then AdamW over every parameter of the model. Ours:
   optimizers.make_optimizer, jitted with the state donated as the trainer's step donates it;
   torch: clip_grad_norm_ and torch.optim.AdamW, as benchmarks.train_step's peer.
+  (torch decays the norm scales too, which ours skips: the same memory traffic either way.)
 Each pair is timed in the same alternating rounds (benchmarks/timing), both in this process (with
 cpu_runtime's malloc settings). The last lines add the parts up per step (attention once per
 layer) beside the difference of the two whole steps that benchmarks.train_step measures.
