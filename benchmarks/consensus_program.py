@@ -21,6 +21,11 @@ Timed by benchmarks/timing (warm-up until runs agree, alternating rounds, min / 
 ratio flagged when unsteady). Where the time goes: the transformers side records its three
 phases in every run; ours is split by timing the sampler program and the RM scorer program
 alone in the same rounds (welfare and the glue between them are the rest).
+
+With --matmul_floor the rounds also time the pipeline's weight matmuls alone
+(benchmarks.forward_matmuls: the sampler's prefill and decode steps, the RM's pass over every
+member prefix and every (candidate, member) token): the speed no pipeline doing this work
+reaches here with these dots.
 """
 import argparse
 import collections
@@ -34,7 +39,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import numpy as np
 
-from benchmarks import common, timing
+from benchmarks import common, forward_matmuls, timing
 from benchmarks import welfare as welfare_bench
 from consensus_jax import cpu_runtime
 from consensus_jax import consensus, decoding, partitioning, programs, serving
@@ -82,6 +87,19 @@ def ours_sides(config, policy_host, rm_host, inputs, candidates, new_tokens):
       "ours: scoring": lambda: jax.block_until_ready(score(
           rm, x["prefixes"], x["prefix_lengths"], cand_tokens, cand_lengths)),
   }
+
+
+def matmul_floor_side(config, groups, members, candidates, new_tokens):
+  """The pipeline's weight matmuls alone (see the module doc), as a run-to-completion fn."""
+  candidate_length = len(HEAD_IDS) + new_tokens + 1
+  scored_rows = groups * members * (PREFIX + candidates * candidate_length)
+  parts = [forward_matmuls.program(config, groups * PROMPT),
+           forward_matmuls.program(config, groups * candidates, new_tokens),
+           forward_matmuls.program(config, scored_rows, logits=False)]
+  gflop = (forward_matmuls.forward_flops(config, groups * PROMPT) +
+           forward_matmuls.forward_flops(config, groups * candidates, new_tokens) +
+           forward_matmuls.forward_flops(config, scored_rows, logits=False)) / 1e9
+  return (lambda: [part() for part in parts]), gflop
 
 
 def transformers_side(config, policy_host, rm_host, inputs, candidates, new_tokens, score_batch,
@@ -154,6 +172,8 @@ def main():
                       "side (80: one group's 16 x 5).")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=1, help="Timed runs per side per round.")
+  parser.add_argument("--matmul_floor", action="store_true",
+                      help="Also time the pipeline's weight matmuls alone in the same rounds.")
   args = parser.parse_args()
   load_before = common.machine_load()
   import torch
@@ -170,6 +190,9 @@ def main():
   sides = {**ours_sides(config, policy, rm, *shapes[2:]),
            "transformers": transformers_side(config, policy, rm, *shapes[2:],
                                              args.hf_score_batch, phases)}
+  if args.matmul_floor:
+    sides["weight matmuls alone"], floor_gflop = matmul_floor_side(
+        config, args.groups, args.members, args.candidates, args.new_tokens)
   result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   g = args.groups
   print(f"model {args.gin_file} ({params_lib.count_params(config) / 1e6:.1f}M params) as policy "
@@ -182,6 +205,14 @@ def main():
     print(line)
   total = result["consensus_jax"].median
   parts = {name.split(": ")[1]: result[name].median for name in result if ": " in name}
+  if args.matmul_floor:
+    floor, peer = result["weight matmuls alone"], result["transformers"]
+    print(f"the pipeline's weight matmuls alone ({floor_gflop:.0f} GFLOP): min {floor.min:.2f}s, "
+          f"median {floor.median:.2f}s, spread {floor.spread:.0%}, "
+          f"{floor_gflop / floor.median:.0f} GFLOP/s; a pipeline that did nothing else would be "
+          f"{peer.median / floor.median:.2f}x the transformers pipeline's median "
+          f"({peer.min / floor.min:.2f}x of minimums), the most this work reaches here; they are "
+          f"{floor.median / total:.0%} of our median run")
   parts["welfare + glue (the rest)"] = max(total - sum(parts.values()), 0.0)
   print("consensus_jax, where the time goes (medians of the parts timed alone): " + ", ".join(
       f"{name} {s:.2f}s ({s / total:.0%})" for name, s in parts.items()))

@@ -16,6 +16,10 @@ looked up, unless tied to the output), the prompt cache every step, and every st
 cache chunks that step reads. bytes / bandwidth is the fastest the run could be (bandwidth: the
 higher of two triads, before and after the timing, as it drifts too); the fraction of that
 bound each side reaches is printed beside the ratio.
+
+With --matmul_floor the rounds also time the run's weight matmuls alone (benchmarks.
+forward_matmuls: the prefill's, then every decode step's at prompts x samples rows): the speed
+no sampler of this shape reaches here with these dots.
 """
 import argparse
 import os
@@ -26,7 +30,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import numpy as np
 
-from benchmarks import common, timing
+from benchmarks import common, forward_matmuls, timing
 from consensus_jax import cpu_runtime
 from consensus_jax import decoding, partitioning, programs, serving
 from consensus_jax.models import hf_import, params as params_lib
@@ -43,6 +47,13 @@ def sampler_side(config, host_params, prompts, samples, new_tokens):
   sample = programs.sampler(serving_config, cfg, mesh)
   keys = iter(jax.random.split(jax.random.key(1), 1000))
   return lambda: jax.block_until_ready(sample(params, prompts, lengths, next(keys)))
+
+
+def matmul_floor_side(config, prompts, samples, new_tokens):
+  """The run's weight matmuls alone (see the module doc), as a run-to-completion fn."""
+  prefill = forward_matmuls.program(config, prompts.size)
+  steps = forward_matmuls.program(config, prompts.shape[0] * samples, new_tokens)
+  return lambda: (prefill(), steps())
 
 
 def bytes_read(config, host_params, prompts, samples, new_tokens,
@@ -98,6 +109,8 @@ def main():
   parser.add_argument("--new_tokens", type=int, default=128)
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--repeats", type=int, default=2, help="Timed runs per side per round.")
+  parser.add_argument("--matmul_floor", action="store_true",
+                      help="Also time the run's weight matmuls alone in the same rounds.")
   args = parser.parse_args()
   load_before = common.machine_load()
 
@@ -109,9 +122,11 @@ def main():
       args.prompts, args.prompt_length)).astype(np.int32)
   shapes = (config, params, prompts, args.samples, args.new_tokens)
   bandwidth_before = common.memory_bandwidth_gbs()
-  result = timing.compare({"consensus_jax": sampler_side(*shapes),
-                           "transformers": generate_side(*shapes)},
-                          rounds=args.rounds, repeats=args.repeats)
+  sides = {"consensus_jax": sampler_side(*shapes), "transformers": generate_side(*shapes)}
+  if args.matmul_floor:
+    sides["weight matmuls alone"] = matmul_floor_side(config, prompts, args.samples,
+                                                      args.new_tokens)
+  result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   generated = args.prompts * args.samples * args.new_tokens
   # The machine's bandwidth drifts too: measured on both sides of the timing, the higher (the
   # stricter bound) is used.
@@ -130,7 +145,21 @@ def main():
         + ", ".join(f"{name} {b / 1e9:.2f} GB" for name, b in must_read.items())
         + f": bound {bound_s:.3f} s ({args.new_tokens} steps, "
         f"{bound_s / args.new_tokens * 1e3:.1f} ms a step)")
+  if args.matmul_floor:
+    floor, peer = result["weight matmuls alone"], result["transformers"]
+    rows = args.prompts * args.samples
+    gflop = (forward_matmuls.forward_flops(config, prompts.size) + forward_matmuls.forward_flops(
+        config, rows, args.new_tokens)) / 1e9
+    print(f"the run's weight matmuls alone (prefill, then {args.new_tokens} steps at {rows} "
+          f"rows): min {floor.min:.3f}s, median {floor.median:.3f}s, spread {floor.spread:.0%}; "
+          f"{floor.median / args.new_tokens * 1e3:.1f} ms a step (the prefill spread over the "
+          f"steps), {gflop / floor.median:.0f} GFLOP/s; a run that did nothing else would be "
+          f"{peer.median / floor.median:.2f}x generate's median ({peer.min / floor.min:.2f}x of "
+          f"minimums), the most any sampler of this shape reaches here; they are "
+          f"{floor.median / result['consensus_jax'].median:.0%} of our median run")
   for name, t in result.items():
+    if name == "weight matmuls alone":
+      continue
     print(f"{name:14s} {bound_s / t.median:.0%} of the bandwidth bound (median run; "
           f"{t.median / args.new_tokens * 1e3:.1f} ms a step), {bound_s / t.min:.0%} (fastest)")
 
