@@ -93,8 +93,9 @@ def matmul_floor_side(config, groups, members, candidates, new_tokens):
   """The pipeline's weight matmuls alone (see the module doc), as a run-to-completion fn."""
   candidate_length = len(HEAD_IDS) + new_tokens + 1
   scored_rows = groups * members * (PREFIX + candidates * candidate_length)
-  parts = [forward_matmuls.program(config, groups * PROMPT),
-           forward_matmuls.program(config, groups * candidates, new_tokens),
+  # The policy in the serving layout (fused kernels), the RM in the trained one.
+  parts = [forward_matmuls.program(config, groups * PROMPT, fused=True),
+           forward_matmuls.program(config, groups * candidates, new_tokens, fused=True),
            forward_matmuls.program(config, scored_rows, logits=False)]
   gflop = (forward_matmuls.forward_flops(config, groups * PROMPT) +
            forward_matmuls.forward_flops(config, groups * candidates, new_tokens) +

@@ -27,7 +27,7 @@ def forward_flops(config: DecoderConfig, rows: int, steps: int = 1, logits: bool
                      if logits or p.name != "logits")
 
 
-def _weights(config: DecoderConfig, logits: bool, seed: int):
+def _weights(config: DecoderConfig, logits: bool, fused: bool, seed: int):
   d, hd = config.d_model, config.resolved_head_dim
   rng = np.random.default_rng(seed)
 
@@ -35,12 +35,16 @@ def _weights(config: DecoderConfig, logits: bool, seed: int):
     return jnp.asarray(rng.standard_normal((k, n), np.float32) / np.sqrt(k))
 
   mlp_in = 2 if config.mlp_kind == "swiglu" else 1
-  layers = [{"query": array(d, config.num_heads * hd),
-             "key": array(d, config.num_kv_heads * hd),
-             "value": array(d, config.num_kv_heads * hd),
-             "out": array(config.num_heads * hd, d),
-             "mlp_in": [array(d, config.mlp_dim) for _ in range(mlp_in)],
-             "mlp_out": array(config.mlp_dim, d)} for _ in range(config.num_layers)]
+  q, kv = config.num_heads * hd, config.num_kv_heads * hd
+  def layer():
+    if fused:  # The serving layout (param_layout.decode_layout): one q/k/v, one MLP-in kernel.
+      kernels = {"qkv": [array(d, q + 2 * kv)], "mlp_in": [array(d, mlp_in * config.mlp_dim)]}
+    else:
+      kernels = {"qkv": [array(d, q), array(d, kv), array(d, kv)],
+                 "mlp_in": [array(d, config.mlp_dim) for _ in range(mlp_in)]}
+    return {**kernels, "out": array(q, d), "mlp_out": array(config.mlp_dim, d)}
+
+  layers = [layer() for _ in range(config.num_layers)]
   return {"layers": layers, "logits": array(d, config.vocab_size) if logits else None}
 
 
@@ -51,13 +55,18 @@ def _normalised(x_RD):
 def _pass(weights, x_RD):
   for w in weights["layers"]:
     h_RD = _normalised(x_RD)
-    query_RH = h_RD @ w["query"]
+    qkv_RZ = jnp.concatenate([h_RD @ w_in for w_in in w["qkv"]], axis=-1)
+    queries = w["out"].shape[0]
     # Keys and values feed the next layer through a cheap reduction, so neither is dropped.
-    kv_R1 = jnp.mean(h_RD @ w["key"] + h_RD @ w["value"], axis=-1, keepdims=True)
-    x_RD = x_RD + query_RH @ w["out"] + kv_R1
+    kv_R1 = jnp.mean(qkv_RZ[:, queries:], axis=-1, keepdims=True)
+    x_RD = x_RD + qkv_RZ[:, :queries] @ w["out"] + kv_R1
     h_RD = _normalised(x_RD)
-    inner = [h_RD @ w_in for w_in in w["mlp_in"]]
-    hidden_RF = jax.nn.silu(inner[0]) * inner[1] if len(inner) == 2 else jax.nn.gelu(inner[0])
+    inner_RY = jnp.concatenate([h_RD @ w_in for w_in in w["mlp_in"]], axis=-1)
+    if inner_RY.shape[-1] == 2 * w["mlp_out"].shape[0]:  # SwiGLU: gate, then up.
+      gate_RF, up_RF = jnp.split(inner_RY, 2, axis=-1)
+      hidden_RF = jax.nn.silu(gate_RF) * up_RF
+    else:
+      hidden_RF = jax.nn.gelu(inner_RY)
     x_RD = x_RD + hidden_RF @ w["mlp_out"]
   if weights["logits"] is not None:
     x_RD = x_RD + 1e-3 * jnp.max(_normalised(x_RD) @ weights["logits"], axis=-1, keepdims=True)
@@ -65,9 +74,10 @@ def _pass(weights, x_RD):
 
 
 def jitted(config: DecoderConfig, rows: int, steps: int = 1, logits: bool = True,
-           seed: int = 0):
-  """(the jitted passes, their arguments: random weights and inputs)."""
-  weights = _weights(config, logits, seed)
+           fused: bool = False, seed: int = 0):
+  """(the jitted passes, their arguments: random weights and inputs). `fused`: the serving
+  layout's kernels, as the sampler runs them; the RM runs the separate ones."""
+  weights = _weights(config, logits, fused, seed)
   x_RD = jnp.asarray(np.random.default_rng(seed + 1).standard_normal(
       (rows, config.d_model), np.float32))
 
@@ -78,10 +88,10 @@ def jitted(config: DecoderConfig, rows: int, steps: int = 1, logits: bool = True
 
 
 def program(config: DecoderConfig, rows: int, steps: int = 1, logits: bool = True,
-            seed: int = 0):
+            fused: bool = False, seed: int = 0):
   """A function with no arguments that runs `steps` chained forward passes over `rows`
   positions as one compiled program and waits for them."""
-  compiled, (weights, x_RD) = jitted(config, rows, steps, logits, seed)
+  compiled, (weights, x_RD) = jitted(config, rows, steps, logits, fused, seed)
 
   def run_once():
     jax.block_until_ready(compiled(weights, x_RD))

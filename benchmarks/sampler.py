@@ -51,8 +51,8 @@ def sampler_side(config, host_params, prompts, samples, new_tokens):
 
 def matmul_floor_side(config, prompts, samples, new_tokens):
   """The run's weight matmuls alone (see the module doc), as a run-to-completion fn."""
-  prefill = forward_matmuls.program(config, prompts.size)
-  steps = forward_matmuls.program(config, prompts.shape[0] * samples, new_tokens)
+  prefill = forward_matmuls.program(config, prompts.size, fused=True)
+  steps = forward_matmuls.program(config, prompts.shape[0] * samples, new_tokens, fused=True)
   return lambda: (prefill(), steps())
 
 

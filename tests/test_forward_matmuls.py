@@ -34,16 +34,19 @@ def _dot_shapes(hlo_text):
                 for m in re.finditer(r"= f32\[([\d,]+)\]\{[\d,]+\} dot\(", hlo_text))
 
 
-@pytest.mark.parametrize("logits", [True, False])
-def test_compiled_program_keeps_every_product_inside_its_loop(logits):
+@pytest.mark.parametrize("logits,fused", [(True, False), (False, False), (True, True)])
+def test_compiled_program_keeps_every_product_inside_its_loop(logits, fused):
   rows, steps = 8, 3
-  jitted, args = forward_matmuls.jitted(CONFIG, rows, steps, logits)
+  jitted, args = forward_matmuls.jitted(CONFIG, rows, steps, logits, fused)
   hlo = jitted.lower(*args).compile().as_text()
-  d, hd = CONFIG.d_model, CONFIG.resolved_head_dim
-  expected = ([(rows, CONFIG.num_heads * hd)] * CONFIG.num_layers
-              + [(rows, CONFIG.num_kv_heads * hd)] * 2 * CONFIG.num_layers
-              + [(rows, d)] * 2 * CONFIG.num_layers
-              + [(rows, CONFIG.mlp_dim)] * 2 * CONFIG.num_layers
+  d, hd, layers = CONFIG.d_model, CONFIG.resolved_head_dim, CONFIG.num_layers
+  q, kv, mlp = CONFIG.num_heads * hd, CONFIG.num_kv_heads * hd, CONFIG.mlp_dim
+  if fused:
+    projections = [(rows, q + 2 * kv)] * layers + [(rows, 2 * mlp)] * layers
+  else:
+    projections = ([(rows, q)] * layers + [(rows, kv)] * 2 * layers
+                   + [(rows, mlp)] * 2 * layers)
+  expected = (projections + [(rows, d)] * 2 * layers
               + ([(rows, CONFIG.vocab_size)] if logits else []))
   assert _dot_shapes(hlo) == sorted(expected)
   assert "while" in hlo  # the steps run in the loop, not hoisted out of it
