@@ -36,6 +36,7 @@ def _weights(config: DecoderConfig, logits: bool, fused: bool, seed: int):
 
   mlp_in = 2 if config.mlp_kind == "swiglu" else 1
   q, kv = config.num_heads * hd, config.num_kv_heads * hd
+
   def layer():
     if fused:  # The serving layout (param_layout.decode_layout): one q/k/v, one MLP-in kernel.
       kernels = {"qkv": [array(d, q + 2 * kv)], "mlp_in": [array(d, mlp_in * config.mlp_dim)]}
@@ -54,19 +55,20 @@ def _normalised(x_RD):
 
 def _pass(weights, x_RD):
   for w in weights["layers"]:
+    queries, hidden = w["out"].shape[0], w["mlp_out"].shape[0]
     h_RD = _normalised(x_RD)
-    qkv_RZ = jnp.concatenate([h_RD @ w_in for w_in in w["qkv"]], axis=-1)
-    queries = w["out"].shape[0]
+    qkv = [h_RD @ w_in for w_in in w["qkv"]]  # one fused product or three, never concatenated
+    keys_values = [part for part in [qkv[0][:, queries:]] + qkv[1:] if part.shape[-1]]
     # Keys and values feed the next layer through a cheap reduction, so neither is dropped.
-    kv_R1 = jnp.mean(qkv_RZ[:, queries:], axis=-1, keepdims=True)
-    x_RD = x_RD + qkv_RZ[:, :queries] @ w["out"] + kv_R1
+    kv_R1 = sum(jnp.mean(part, axis=-1, keepdims=True) for part in keys_values)
+    x_RD = x_RD + qkv[0][:, :queries] @ w["out"] + kv_R1
     h_RD = _normalised(x_RD)
-    inner_RY = jnp.concatenate([h_RD @ w_in for w_in in w["mlp_in"]], axis=-1)
-    if inner_RY.shape[-1] == 2 * w["mlp_out"].shape[0]:  # SwiGLU: gate, then up.
-      gate_RF, up_RF = jnp.split(inner_RY, 2, axis=-1)
+    inner = [h_RD @ w_in for w_in in w["mlp_in"]]
+    if sum(part.shape[-1] for part in inner) == 2 * hidden:  # SwiGLU: gate, then up.
+      gate_RF, up_RF = inner if len(inner) == 2 else jnp.split(inner[0], 2, axis=-1)
       hidden_RF = jax.nn.silu(gate_RF) * up_RF
     else:
-      hidden_RF = jax.nn.gelu(inner_RY)
+      hidden_RF = jax.nn.gelu(inner[0])
     x_RD = x_RD + hidden_RF @ w["mlp_out"]
   if weights["logits"] is not None:
     x_RD = x_RD + 1e-3 * jnp.max(_normalised(x_RD) @ weights["logits"], axis=-1, keepdims=True)
