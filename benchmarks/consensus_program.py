@@ -90,17 +90,14 @@ def ours_sides(config, policy_host, rm_host, inputs, candidates, new_tokens):
 
 
 def matmul_floor_side(config, groups, members, candidates, new_tokens):
-  """The pipeline's weight matmuls alone (see the module doc), as a run-to-completion fn."""
+  """The pipeline's weight matmuls alone (see the module doc): (a run-to-completion fn,
+  FLOPs). The policy in the serving layout (fused kernels), the RM in the trained one."""
   candidate_length = len(HEAD_IDS) + new_tokens + 1
   scored_rows = groups * members * (PREFIX + candidates * candidate_length)
-  # The policy in the serving layout (fused kernels), the RM in the trained one.
-  parts = [forward_matmuls.program(config, groups * PROMPT, fused=True),
-           forward_matmuls.program(config, groups * candidates, new_tokens, fused=True),
-           forward_matmuls.program(config, scored_rows, logits=False)]
-  gflop = (forward_matmuls.forward_flops(config, groups * PROMPT) +
-           forward_matmuls.forward_flops(config, groups * candidates, new_tokens) +
-           forward_matmuls.forward_flops(config, scored_rows, logits=False)) / 1e9
-  return (lambda: [part() for part in parts]), gflop
+  return forward_matmuls.floor(
+      config, forward_matmuls.Passes(groups * PROMPT, fused=True),
+      forward_matmuls.Passes(groups * candidates, new_tokens, fused=True),
+      forward_matmuls.Passes(scored_rows, logits=False))
 
 
 def transformers_side(config, policy_host, rm_host, inputs, candidates, new_tokens, score_batch,
@@ -192,7 +189,7 @@ def main():
            "transformers": transformers_side(config, policy, rm, *shapes[2:],
                                              args.hf_score_batch, phases)}
   if args.matmul_floor:
-    sides["weight matmuls alone"], floor_gflop = matmul_floor_side(
+    sides["weight matmuls alone"], floor_flops = matmul_floor_side(
         config, args.groups, args.members, args.candidates, args.new_tokens)
   result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   g = args.groups
@@ -208,6 +205,7 @@ def main():
   parts = {name.split(": ")[1]: result[name].median for name in result if ": " in name}
   if args.matmul_floor:
     floor, peer = result["weight matmuls alone"], result["transformers"]
+    floor_gflop = floor_flops / 1e9
     print(f"the pipeline's weight matmuls alone ({floor_gflop:.0f} GFLOP): min {floor.min:.2f}s, "
           f"median {floor.median:.2f}s, spread {floor.spread:.0%}, "
           f"{floor_gflop / floor.median:.0f} GFLOP/s; a pipeline that did nothing else would be "

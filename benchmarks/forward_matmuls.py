@@ -11,6 +11,8 @@ keys, the cache writes, rotary, the sampling and the score head: what the real p
 top of this floor. Compiled with the programs' own compiler options (Eigen dots on CPU).
 benchmarks.step_matmuls is the train step's counterpart (forward and backward).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,3 +101,20 @@ def program(config: DecoderConfig, rows: int, steps: int = 1, logits: bool = Tru
     jax.block_until_ready(compiled(weights, x_RD))
 
   return run_once
+
+
+@dataclasses.dataclass(frozen=True)
+class Passes:
+  """`steps` chained passes over `rows` positions (see `program`)."""
+  rows: int
+  steps: int = 1
+  logits: bool = True
+  fused: bool = False
+
+
+def floor(config: DecoderConfig, *passes: Passes):
+  """(a function with no arguments that runs each of `passes` as its own program, in order, and
+  waits for them; their FLOPs): what a benchmark times as its matmul floor."""
+  runs = [program(config, p.rows, p.steps, p.logits, p.fused) for p in passes]
+  flops = sum(forward_flops(config, p.rows, p.steps, p.logits) for p in passes)
+  return (lambda: [run() for run in runs]), flops

@@ -50,10 +50,10 @@ def sampler_side(config, host_params, prompts, samples, new_tokens):
 
 
 def matmul_floor_side(config, prompts, samples, new_tokens):
-  """The run's weight matmuls alone (see the module doc), as a run-to-completion fn."""
-  prefill = forward_matmuls.program(config, prompts.size, fused=True)
-  steps = forward_matmuls.program(config, prompts.shape[0] * samples, new_tokens, fused=True)
-  return lambda: (prefill(), steps())
+  """The run's weight matmuls alone (see the module doc): (a run-to-completion fn, FLOPs)."""
+  return forward_matmuls.floor(
+      config, forward_matmuls.Passes(prompts.size, fused=True),
+      forward_matmuls.Passes(prompts.shape[0] * samples, new_tokens, fused=True))
 
 
 def bytes_read(config, host_params, prompts, samples, new_tokens,
@@ -124,8 +124,8 @@ def main():
   bandwidth_before = common.memory_bandwidth_gbs()
   sides = {"consensus_jax": sampler_side(*shapes), "transformers": generate_side(*shapes)}
   if args.matmul_floor:
-    sides["weight matmuls alone"] = matmul_floor_side(config, prompts, args.samples,
-                                                      args.new_tokens)
+    sides["weight matmuls alone"], floor_flops = matmul_floor_side(
+        config, prompts, args.samples, args.new_tokens)
   result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   generated = args.prompts * args.samples * args.new_tokens
   # The machine's bandwidth drifts too: measured on both sides of the timing, the higher (the
@@ -147,9 +147,7 @@ def main():
         f"{bound_s / args.new_tokens * 1e3:.1f} ms a step)")
   if args.matmul_floor:
     floor, peer = result["weight matmuls alone"], result["transformers"]
-    rows = args.prompts * args.samples
-    gflop = (forward_matmuls.forward_flops(config, prompts.size) + forward_matmuls.forward_flops(
-        config, rows, args.new_tokens)) / 1e9
+    rows, gflop = args.prompts * args.samples, floor_flops / 1e9
     print(f"the run's weight matmuls alone (prefill, then {args.new_tokens} steps at {rows} "
           f"rows): min {floor.min:.3f}s, median {floor.median:.3f}s, spread {floor.spread:.0%}; "
           f"{floor.median / args.new_tokens * 1e3:.1f} ms a step (the prefill spread over the "

@@ -57,3 +57,11 @@ def test_compiled_program_keeps_every_product_inside_its_loop(logits, fused):
 
 def test_program_runs():
   forward_matmuls.program(CONFIG, rows=4, steps=2)()
+
+
+def test_floor_counts_the_flops_of_the_passes_it_runs():
+  passes = (forward_matmuls.Passes(6, fused=True), forward_matmuls.Passes(4, 3, logits=False))
+  run, counted = forward_matmuls.floor(CONFIG, *passes)
+  assert counted == (forward_matmuls.forward_flops(CONFIG, 6)
+                     + forward_matmuls.forward_flops(CONFIG, 4, 3, logits=False))
+  assert len(run()) == len(passes)
