@@ -9,7 +9,7 @@ each ours against what transformers + torch run for it:
   heads-major transposes, the causal query blocks the model gin sets); torch: the transposes
   transformers' Llama makes around scaled_dot_product_attention(is_causal=True).
 - loss head: cross-entropy over the step's logits [B x L, vocab] with the accuracy count. Ours:
-  optax's cross-entropy and sft.target_is_top, as SFTObjective.loss; torch:
+  optax's cross-entropy and fused_loss_head.target_is_top, as SFTObjective.loss; torch:
   functional.cross_entropy.
 - optimizer: global-norm clipping at 1.0, then AdamW over every parameter of the model. Ours:
   optimizers.make_optimizer, jitted with the state donated as the trainer's step donates it;
@@ -38,7 +38,7 @@ from consensus_jax import optimizers  # noqa: E402
 from consensus_jax import programs  # noqa: E402
 from consensus_jax.models import layers  # noqa: E402
 from consensus_jax.models import params as params_lib  # noqa: E402
-from consensus_jax.objectives import sft  # noqa: E402
+from consensus_jax.objectives import fused_loss_head  # noqa: E402
 
 LEARNING_RATE, WEIGHT_DECAY, CLIP_NORM = 1e-4, 0.01, 1.0
 
@@ -107,7 +107,7 @@ def loss_head_ours(inputs):
   """Returns run() -> (loss sum, hits, d logits) of SFTObjective.loss's head."""
   def loss(logits_TV, targets_T):
     token_loss_T = optax.softmax_cross_entropy_with_integer_labels(logits_TV, targets_T)
-    return jnp.sum(token_loss_T), jnp.sum(sft.target_is_top(logits_TV, targets_T))
+    return jnp.sum(token_loss_T), jnp.sum(fused_loss_head.target_is_top(logits_TV, targets_T))
 
   step = _jit(jax.value_and_grad(loss, has_aux=True))
   args = jnp.asarray(inputs["logits_TV"]), jnp.asarray(inputs["targets_T"])

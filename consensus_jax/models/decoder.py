@@ -6,7 +6,7 @@ or unrolled (`scan_layers=False`, params `layers_0 ... layers_{N-1}`), each unde
 with the configured policy. Packed sequences are described by `segment_ids_BL` (0 = padding)
 and `positions_BL` (restart at 0 in each segment).
 """
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -103,7 +103,7 @@ class Decoder(nn.Module):
     hidden_BLE = layers.RMSNorm(cfg.norm_eps, cfg.compute_dtype, name="final_norm")(x_BLE)
     if not compute_logits:
       return hidden_BLE
-    if cfg.tie_embeddings:
+    if cfg.tie_embeddings:  # As output_kernel reads it from a params dict.
       unembed_EV = embedding_VE.T
     else:
       unembed_EV = layers.logical_param(self, "unembed", (cfg.d_model, cfg.vocab_size),
@@ -115,3 +115,9 @@ class Decoder(nn.Module):
     logits_BLV = partitioning.constrain(
         logits_BLV, ("activation_batch", "activation_length", "activation_vocab"))
     return (logits_BLV, hidden_BLE) if return_hidden else logits_BLV
+
+
+def output_kernel(config: DecoderConfig, params: Any) -> jax.Array:
+  """The [E, V] kernel a Decoder's logits are computed with, from its params: the unembedding,
+  or the embedding's transpose where they are tied (a loss head that takes hidden states)."""
+  return params["embedding"].T if config.tie_embeddings else params["unembed"]
