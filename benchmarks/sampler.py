@@ -19,7 +19,9 @@ bound each side reaches is printed beside the ratio.
 
 With --matmul_floor the rounds also time the run's weight matmuls alone (benchmarks.
 forward_matmuls: the prefill's, then every decode step's at prompts x samples rows): the speed
-no sampler of this shape reaches here with these dots.
+no sampler of this shape reaches here with these dots. The line after it adds the time the KV
+caches take to read at the measured bandwidth: within a layer a decode step does one after the
+other.
 """
 import argparse
 import os
@@ -155,6 +157,14 @@ def main():
           f"{peer.median / floor.median:.2f}x generate's median ({peer.min / floor.min:.2f}x of "
           f"minimums), the most any sampler of this shape reaches here; they are "
           f"{floor.median / result['consensus_jax'].median:.0%} of our median run")
+    # In a decode step the attention needs its layer's q/k/v projections and the output
+    # projection needs the attention: cache reads and weight matmuls run one after the other,
+    # and the reads take at least bytes / bandwidth.
+    cache_s = (must_read["prompt cache"] + must_read["sample cache"]) / bandwidth / 1e9
+    print(f"with the caches read at the full bandwidth on top ({cache_s:.3f} s): "
+          f"{peer.median / (floor.median + cache_s):.2f}x generate's median "
+          f"({peer.min / (floor.min + cache_s):.2f}x of minimums), before any sampling, "
+          f"softmax or norm")
   for name, t in result.items():
     if name == "weight matmuls alone":
       continue

@@ -1,4 +1,5 @@
-"""Where a decoder train step's time goes beyond its weight matmuls, part by part, against torch.
+"""Where a decoder train step's time goes beyond its layers' weight matmuls, part by part,
+against torch.
 
     python -m benchmarks.step_parts [--gin_file gin_configs/models/small.gin --batch 8 --seq 256]
 
@@ -8,9 +9,11 @@ each ours against what transformers + torch run for it:
   projections give them) to its output in the same layout. Ours: layers.Attention._attend (the
   heads-major transposes, the causal query blocks the model gin sets); torch: the transposes
   transformers' Llama makes around scaled_dot_product_attention(is_causal=True).
-- loss head: cross-entropy over the step's logits [B x L, vocab] with the accuracy count. Ours:
-  optax's cross-entropy and fused_loss_head.target_is_top, as SFTObjective.loss; torch:
-  functional.cross_entropy.
+- loss head: from the final hidden states [B, L, d_model] to the cross-entropy summed over every
+  token, with its gradients for the hidden states and the output kernel, the output projection's
+  three matmuls included on both sides. Ours: fused_loss_head.cross_entropy_sums (the accuracy
+  count with it), as SFTObjective.loss runs it; torch: the lm_head's functional.linear and
+  functional.cross_entropy over its logits, as transformers' Llama.
 - optimizer: global-norm clipping at 1.0, then AdamW over every parameter of the model. Ours:
   optimizers.make_optimizer, jitted with the state donated as the trainer's step donates it;
   torch: clip_grad_norm_ and torch.optim.AdamW, as benchmarks.train_step's peer.
@@ -97,39 +100,48 @@ def attention_torch(config, inputs):
   return run
 
 
-def logits_inputs(config, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+def head_inputs(config, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """The final hidden states, the output kernel and the targets of one step."""
   rng = np.random.RandomState(seed)
-  return {"logits_TV": rng.randn(batch * seq, config.vocab_size).astype(np.float32),
-          "targets_T": rng.randint(0, config.vocab_size, batch * seq).astype(np.int32)}
+  return {"hidden_BLE": rng.randn(batch, seq, config.d_model).astype(np.float32),
+          "unembed_EV": (rng.randn(config.d_model, config.vocab_size)
+                         * config.d_model ** -0.5).astype(np.float32),
+          "targets_BL": rng.randint(0, config.vocab_size, (batch, seq)).astype(np.int32)}
 
 
 def loss_head_ours(inputs):
-  """Returns run() -> (loss sum, hits, d logits) of SFTObjective.loss's head."""
-  def loss(logits_TV, targets_T):
-    token_loss_T = optax.softmax_cross_entropy_with_integer_labels(logits_TV, targets_T)
-    return jnp.sum(token_loss_T), jnp.sum(fused_loss_head.target_is_top(logits_TV, targets_T))
+  """Returns run() -> (loss sum, hits, d hidden, d kernel) of SFTObjective.loss's head (the
+  fused head at its default chunk, every token weighted 1)."""
+  def loss(hidden_BLE, unembed_EV, targets_BL):
+    return fused_loss_head.cross_entropy_sums(hidden_BLE, unembed_EV, targets_BL,
+                                              jnp.ones(targets_BL.shape, jnp.float32), 0.0,
+                                              fused_loss_head.DEFAULT_CHUNK)
 
-  step = _jit(jax.value_and_grad(loss, has_aux=True))
-  args = jnp.asarray(inputs["logits_TV"]), jnp.asarray(inputs["targets_T"])
+  step = _jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+  args = [jnp.asarray(inputs[name]) for name in ("hidden_BLE", "unembed_EV", "targets_BL")]
 
   def run():
-    (loss_sum, hits), d_logits = jax.block_until_ready(step(*args))
-    return loss_sum, hits, d_logits
+    (loss_sum, hits), (d_hidden, d_unembed) = jax.block_until_ready(step(*args))
+    return loss_sum, hits, d_hidden, d_unembed
 
   return run
 
 
 def loss_head_torch(inputs):
+  """transformers' head: the lm_head projection, then cross-entropy over its logits."""
   import torch
 
-  logits = torch.from_numpy(inputs["logits_TV"].copy()).requires_grad_()
-  targets = torch.from_numpy(inputs["targets_T"].astype(np.int64))
+  hidden = torch.from_numpy(inputs["hidden_BLE"].copy()).requires_grad_()
+  unembed = torch.nn.Parameter(torch.from_numpy(inputs["unembed_EV"].T.copy()))
+  targets = torch.from_numpy(inputs["targets_BL"].astype(np.int64)).reshape(-1)
 
   def run():
-    logits.grad = None
-    loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    hidden.grad = unembed.grad = None
+    logits = torch.nn.functional.linear(hidden, unembed)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets,
+                                             reduction="sum")
     loss.backward()
-    return loss.detach(), logits.grad
+    return loss.detach(), hidden.grad, unembed.grad.T
 
   return run
 
@@ -196,10 +208,10 @@ def main():
   config = common.model_config(args.gin_file)
   load_before = common.machine_load()
   attention = attention_inputs(config, args.batch, args.seq)
-  logits = logits_inputs(config, args.batch, args.seq)
+  head = head_inputs(config, args.batch, args.seq)
   optimizer = optimizer_inputs(config)
   parts = {"attention": (attention_ours(config, attention), attention_torch(config, attention)),
-           "loss head": (loss_head_ours(logits), loss_head_torch(logits)),
+           "loss head": (loss_head_ours(head), loss_head_torch(head)),
            "optimizer": (optimizer_ours(config, optimizer), optimizer_torch(optimizer))}
   per_step = {"attention": config.num_layers, "loss head": 1, "optimizer": 1}
   sides = {f"{part} {side}": fn for part, pair in parts.items()

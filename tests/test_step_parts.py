@@ -22,13 +22,15 @@ def test_attention_sides_agree_on_output_and_gradients(block):
 
 
 def test_loss_head_sides_agree_and_hits_count_top_targets():
-  inputs = step_parts.logits_inputs(CONFIG, 2, 24)
-  inputs["targets_T"][:10] = inputs["logits_TV"][:10].argmax(-1)
-  loss_sum, hits, d_logits = step_parts.loss_head_ours(inputs)()
-  peer_loss, peer_grad = step_parts.loss_head_torch(inputs)()
+  inputs = step_parts.head_inputs(CONFIG, 2, 24)
+  logits_BLV = inputs["hidden_BLE"] @ inputs["unembed_EV"]
+  inputs["targets_BL"][0, :10] = logits_BLV[0, :10].argmax(-1)
+  loss_sum, hits, d_hidden, d_unembed = step_parts.loss_head_ours(inputs)()
+  peer_loss, peer_d_hidden, peer_d_unembed = step_parts.loss_head_torch(inputs)()
   np.testing.assert_allclose(float(loss_sum), float(peer_loss), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(d_logits), peer_grad.numpy(), atol=1e-6)
-  assert int(hits) == int(np.sum(inputs["logits_TV"].argmax(-1) == inputs["targets_T"])) >= 10
+  np.testing.assert_allclose(np.asarray(d_hidden), peer_d_hidden.numpy(), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(d_unembed), peer_d_unembed.numpy(), atol=1e-5)
+  assert int(hits) == int(np.sum(logits_BLV.argmax(-1) == inputs["targets_BL"])) >= 10
 
 
 def test_optimizer_sides_agree_over_two_steps():
