@@ -11,9 +11,11 @@ each ours against what transformers + torch run for it:
   transformers' Llama makes around scaled_dot_product_attention(is_causal=True).
 - loss head: from the final hidden states [B, L, d_model] to the cross-entropy summed over every
   token, with its gradients for the hidden states and the output kernel, the output projection's
-  three matmuls included on both sides. Ours: fused_loss_head.cross_entropy_sums (the accuracy
-  count with it), as SFTObjective.loss runs it; torch: the lm_head's functional.linear and
-  functional.cross_entropy over its logits, as transformers' Llama.
+  three matmuls included on both sides. Ours: the logits and optax's cross-entropy with the
+  accuracy count, as SFTObjective.loss runs them by default; torch: the lm_head's
+  functional.linear and functional.cross_entropy over its logits, as transformers' Llama. The
+  same rounds time our fused head too (SFTObjective.loss_chunk > 0, fused_loss_head), and a line
+  gives it against the default.
 - optimizer: global-norm clipping at 1.0, then AdamW over every parameter of the model. Ours:
   optimizers.make_optimizer, jitted with the state donated as the trainer's step donates it;
   torch: clip_grad_norm_ and torch.optim.AdamW, as benchmarks.train_step's peer.
@@ -109,13 +111,20 @@ def head_inputs(config, batch: int, seq: int, seed: int = 0) -> dict[str, np.nda
           "targets_BL": rng.randint(0, config.vocab_size, (batch, seq)).astype(np.int32)}
 
 
-def loss_head_ours(inputs):
-  """Returns run() -> (loss sum, hits, d hidden, d kernel) of SFTObjective.loss's head (the
-  fused head at its default chunk, every token weighted 1)."""
+def loss_head_ours(inputs, loss_chunk: int = 0):
+  """Returns run() -> (loss sum, hits, d hidden, d kernel) of SFTObjective.loss's head, every
+  token weighted 1, at its `loss_chunk`: 0 (the default), the logits path as the Decoder and
+  SFTObjective run it (the projection's [B, L, vocab] logits by layers.dense, optax's
+  cross-entropy, autodiff); N > 0, the fused head at N positions a chunk."""
   def loss(hidden_BLE, unembed_EV, targets_BL):
-    return fused_loss_head.cross_entropy_sums(hidden_BLE, unembed_EV, targets_BL,
-                                              jnp.ones(targets_BL.shape, jnp.float32), 0.0,
-                                              fused_loss_head.DEFAULT_CHUNK)
+    if loss_chunk:
+      return fused_loss_head.cross_entropy_sums(hidden_BLE, unembed_EV, targets_BL,
+                                                jnp.ones(targets_BL.shape, jnp.float32), 0.0,
+                                                loss_chunk)
+    logits_BLV = layers.dense(hidden_BLE, unembed_EV, preferred_element_type=jnp.float32)
+    token_loss_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
+    return (jnp.sum(token_loss_BL),
+            jnp.sum(fused_loss_head.target_is_top(logits_BLV, targets_BL).astype(jnp.float32)))
 
   step = _jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
   args = [jnp.asarray(inputs[name]) for name in ("hidden_BLE", "unembed_EV", "targets_BL")]
@@ -193,6 +202,9 @@ def optimizer_torch(inputs):
   return run
 
 
+FUSED = "loss head ours, fused"  # SFTObjective.loss_chunk > 0, timed beside the default.
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--gin_file", default="gin_configs/models/small.gin")
@@ -216,6 +228,7 @@ def main():
   per_step = {"attention": config.num_layers, "loss head": 1, "optimizer": 1}
   sides = {f"{part} {side}": fn for part, pair in parts.items()
            for side, fn in zip(("ours", "torch"), pair)}
+  sides[FUSED] = loss_head_ours(head, loss_chunk=fused_loss_head.DEFAULT_CHUNK)
   result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   print(f"model {args.gin_file}, batch {args.batch} x seq {args.seq} "
         f"(attention query block {config.attention_query_block}); {args.rounds} alternating "
@@ -226,6 +239,9 @@ def main():
     for line in timing.report({name: result[name] for name in names}, 1.0, "calls/s",
                               names):
       print(line)
+  fused_lines = timing.report({FUSED: result[FUSED], "loss head ours": result["loss head ours"]},
+                              1.0, "calls/s", (FUSED, "loss head ours"))
+  print("\n".join([fused_lines[0], fused_lines[-1]]))  # The default's line is printed above.
   ours = sum(result[f"{part} ours"].median * count for part, count in per_step.items())
   peer = sum(result[f"{part} torch"].median * count for part, count in per_step.items())
   print("per step (medians; attention x " + f"{config.num_layers} layers): " + ", ".join(

@@ -122,3 +122,8 @@ def test_sft_gradients_fused_and_unfused_agree_on_a_sharded_mesh(tie):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-6, err_msg=str(path))
     assert got.sharding.is_equivalent_to(want.sharding, got.ndim), path
   assert float(jnp.abs(fused["unembed" if not tie else "embedding"]).max()) > 0
+
+
+def test_a_negative_loss_chunk_is_refused_naming_the_binding():
+  with pytest.raises(ValueError, match="SFTObjective.loss_chunk=-1"):
+    sft.SFTObjective(CONFIG, loss_chunk=-1)

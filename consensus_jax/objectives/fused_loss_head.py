@@ -1,19 +1,25 @@
 """Next-token cross-entropy from the final hidden states, a chunk of positions at a time, with
 the gradient computed in the same pass: the [B, L, V] logits never reach memory.
 
-The unfused head writes the logits (at `tiny`'s 8 x 256 tokens and 8,000 ids: 65 MB), reads them
-for the softmax, the loss and the accuracy, writes their gradient and reads it twice more for
-dh = dlogits W^T and dW = h^T dlogits. Here each chunk's logits ([B, chunk, V], 8 MB at 8 x 32
-positions: within this CPU's last-level cache) are made, reduced to the loss, turned into their
-gradient (w * (softmax - onehot), plus z-loss's term) and multiplied back into dh and dW while
-they are hot. The loss's only cotangent is a scalar, so the forward keeps dh and dW (the sizes of
-the hidden states and the kernel) and the backward scales them. Measured at `tiny`'s head,
-forward and backward: 114-125 against 160-170 ms (README, Benchmarks).
+The logits path writes the logits (at Llama-2-70B's 32,000 ids and 5 x 4096 tokens a chip:
+2.6 GB), reads them for the softmax, the loss and the accuracy, and keeps them and their
+gradient for dh = dlogits W^T and dW = h^T dlogits. Here each chunk's logits are made, reduced to
+the loss, turned into their gradient (w * (softmax - onehot), plus z-loss's term) and multiplied
+back into dh and dW at once. The loss's only cotangent is a scalar, so the forward keeps dh and
+dW (the sizes of the hidden states and the kernel) and the backward scales them.
+
+It is for memory (SFTObjective.loss_chunk, off by default; the 70B v5p recipes turn it on:
+README, "70B on TPU pods"). On the 2-core CPU it is no faster: at `tiny`'s head, where the logits
+are 65 MB, 0.94x the logits path's speed, and a whole `tiny` step 1.00x (medians; README,
+Benchmarks), once glibc maps XLA's buffers on huge pages as the binaries run (cpu_runtime).
 
 Under a mesh the batch keeps its sharding inside the loop: each batch shard accumulates its own
 partial dW (an extra leading axis split like the batch), summed once after the loop, so the
 loop body has no collective over the batch axes. A vocabulary split over `tensor` gives the
-softmax's max and sum their usual reductions over it.
+softmax's max and sum their usual reductions over it. The partial costs each chip a kernel's
+worth of float32 (d_model x vocab / tensor): at Llama-2-70B's 8192 x 32000, 1 GiB, more than a
+per-chip batch of one 2048-token sequence saves in logits (the v5e recipe keeps the logits path;
+README, "70B on TPU pods").
 
 A call without a gradient (eval) runs the loss and accuracy only.
 """
@@ -26,8 +32,8 @@ import numpy as np
 
 from consensus_jax import partitioning
 
-# Positions per chunk: with 8 rows a chunk is 256 tokens, 8 MB of float32 logits at 8,000 ids.
-# 32 measured fastest at `tiny`'s head (against 64, 128, 256; README, Benchmarks).
+# Positions per chunk where a caller does not say: with 8 rows, 256 tokens (8 MB of float32
+# logits at 8,000 ids; at 5 rows of Llama-2-70B's 32,000, 20 MB a chip).
 DEFAULT_CHUNK = 32
 
 

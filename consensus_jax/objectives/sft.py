@@ -29,10 +29,14 @@ class SFTObjective:
   config: DecoderConfig = dataclasses.field(default_factory=lambda: DecoderConfig())
   # Logit soft-capping is not used; z_loss (PaLM) keeps the softmax normaliser near 1 when >0.
   z_loss: float = 0.0
-  # Positions per chunk of the fused loss head (fused_loss_head: the logits never reach memory;
-  # the same loss and gradients); 0 computes the [B, L, V] logits and differentiates through
-  # them.
-  loss_chunk: int = fused_loss_head.DEFAULT_CHUNK
+  # 0: compute the [B, L, V] logits and differentiate through them. > 0: positions per chunk
+  # of the fused loss head (fused_loss_head: the same loss and gradients, the logits never in
+  # memory; for memory, not speed).
+  loss_chunk: int = 0
+
+  def __post_init__(self):
+    if self.loss_chunk < 0:
+      raise ValueError(f"SFTObjective.loss_chunk={self.loss_chunk} must be >= 0 (0: unfused)")
 
   token_features = ("decoder_input_tokens",)
 
