@@ -14,7 +14,7 @@ each ours against what transformers + torch run for it:
   three matmuls included on both sides. Ours: the logits and optax's cross-entropy with the
   accuracy count, as SFTObjective.loss runs them by default; torch: the lm_head's
   functional.linear and functional.cross_entropy over its logits, as transformers' Llama. The
-  same rounds time our fused head too (SFTObjective.loss_chunk > 0, fused_loss_head), and a line
+  same rounds time our fused head too (SFTObjective.loss_chunk > 0, loss_head), and a line
   gives it against the default.
 - optimizer: global-norm clipping at 1.0, then AdamW over every parameter of the model. Ours:
   optimizers.make_optimizer, jitted with the state donated as the trainer's step donates it;
@@ -43,7 +43,7 @@ from consensus_jax import optimizers  # noqa: E402
 from consensus_jax import programs  # noqa: E402
 from consensus_jax.models import layers  # noqa: E402
 from consensus_jax.models import params as params_lib  # noqa: E402
-from consensus_jax.objectives import fused_loss_head  # noqa: E402
+from consensus_jax.objectives import loss_head  # noqa: E402
 
 LEARNING_RATE, WEIGHT_DECAY, CLIP_NORM = 1e-4, 0.01, 1.0
 
@@ -118,13 +118,13 @@ def loss_head_ours(inputs, loss_chunk: int = 0):
   cross-entropy, autodiff); N > 0, the fused head at N positions a chunk."""
   def loss(hidden_BLE, unembed_EV, targets_BL):
     if loss_chunk:
-      return fused_loss_head.cross_entropy_sums(hidden_BLE, unembed_EV, targets_BL,
+      return loss_head.cross_entropy_sums(hidden_BLE, unembed_EV, targets_BL,
                                                 jnp.ones(targets_BL.shape, jnp.float32), 0.0,
                                                 loss_chunk)
     logits_BLV = layers.dense(hidden_BLE, unembed_EV, preferred_element_type=jnp.float32)
     token_loss_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
     return (jnp.sum(token_loss_BL),
-            jnp.sum(fused_loss_head.target_is_top(logits_BLV, targets_BL).astype(jnp.float32)))
+            jnp.sum(loss_head.target_is_top(logits_BLV, targets_BL).astype(jnp.float32)))
 
   step = _jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
   args = [jnp.asarray(inputs[name]) for name in ("hidden_BLE", "unembed_EV", "targets_BL")]
@@ -228,7 +228,7 @@ def main():
   per_step = {"attention": config.num_layers, "loss head": 1, "optimizer": 1}
   sides = {f"{part} {side}": fn for part, pair in parts.items()
            for side, fn in zip(("ours", "torch"), pair)}
-  sides[FUSED] = loss_head_ours(head, loss_chunk=fused_loss_head.DEFAULT_CHUNK)
+  sides[FUSED] = loss_head_ours(head, loss_chunk=loss_head.DEFAULT_CHUNK)
   result = timing.compare(sides, rounds=args.rounds, repeats=args.repeats)
   print(f"model {args.gin_file}, batch {args.batch} x seq {args.seq} "
         f"(attention query block {config.attention_query_block}); {args.rounds} alternating "

@@ -6,7 +6,7 @@ import numpy as np
 
 from consensus_jax.models import decoder
 from consensus_jax.models.config import DecoderConfig
-from consensus_jax.objectives import fused_loss_head, sft
+from consensus_jax.objectives import loss_head, sft
 
 CONFIG = DecoderConfig(vocab_size=64, num_layers=1, d_model=16, num_heads=2, num_kv_heads=1,
                        mlp_dim=32, max_seq_len=16)
@@ -17,14 +17,14 @@ def test_target_is_top_is_the_argmax_hit_where_the_max_is_unique():
   logits_BLV = rng.randn(4, 9, 50).astype(np.float32)
   # Half the targets are the argmax, half random: both answers occur.
   targets_BL = np.where(rng.rand(4, 9) < 0.5, logits_BLV.argmax(-1), rng.randint(0, 50, (4, 9)))
-  hits = np.asarray(fused_loss_head.target_is_top(jnp.asarray(logits_BLV), jnp.asarray(targets_BL)))
+  hits = np.asarray(loss_head.target_is_top(jnp.asarray(logits_BLV), jnp.asarray(targets_BL)))
   np.testing.assert_array_equal(hits, logits_BLV.argmax(-1) == targets_BL)
   assert 0 < hits.sum() < hits.size
 
 
 def test_a_tie_for_the_largest_logit_is_not_a_hit():
   logits_BLV = jnp.asarray([[[1.0, 3.0, 3.0, 0.0], [1.0, 3.0, 2.0, 0.0]]])
-  hits = fused_loss_head.target_is_top(logits_BLV, jnp.asarray([[1, 1]]))
+  hits = loss_head.target_is_top(logits_BLV, jnp.asarray([[1, 1]]))
   np.testing.assert_array_equal(np.asarray(hits), [[False, True]])
 
 

@@ -18,7 +18,7 @@ from consensus_jax.models import flops
 from consensus_jax.models import params as params_lib
 from consensus_jax.models.config import DecoderConfig
 from consensus_jax.models.decoder import Decoder, output_kernel
-from consensus_jax.objectives import fused_loss_head
+from consensus_jax.objectives import loss_head
 from consensus_jax.objectives.base import Batch, LossOutput
 
 
@@ -30,7 +30,7 @@ class SFTObjective:
   # Logit soft-capping is not used; z_loss (PaLM) keeps the softmax normaliser near 1 when >0.
   z_loss: float = 0.0
   # 0: compute the [B, L, V] logits and differentiate through them. > 0: positions per chunk
-  # of the fused loss head (fused_loss_head: the same loss and gradients, the logits never in
+  # of the fused loss head (loss_head: the same loss and gradients, the logits never in
   # memory; for memory, not speed).
   loss_chunk: int = 0
 
@@ -60,14 +60,14 @@ class SFTObjective:
         {"params": params}, batch["decoder_input_tokens"], batch["decoder_positions"],
         batch["decoder_segment_ids"], compute_logits=not self.loss_chunk)
     if self.loss_chunk:
-      loss_sum, correct_sum = fused_loss_head.cross_entropy_sums(
+      loss_sum, correct_sum = loss_head.cross_entropy_sums(
           outputs, output_kernel(self.config, params), targets_BL, weights_BL, self.z_loss,
           self.loss_chunk)
     else:
       token_loss_BL = optax.softmax_cross_entropy_with_integer_labels(outputs, targets_BL)
       if self.z_loss:
         token_loss_BL += self.z_loss * jnp.square(jax.nn.logsumexp(outputs, axis=-1))
-      correct_BL = fused_loss_head.target_is_top(outputs, targets_BL).astype(jnp.float32)
+      correct_BL = loss_head.target_is_top(outputs, targets_BL).astype(jnp.float32)
       loss_sum, correct_sum = jnp.sum(token_loss_BL * weights_BL), jnp.sum(correct_BL * weights_BL)
     return LossOutput(loss_sum=loss_sum, denominator=jnp.sum(weights_BL),
                       metric_sums={"accuracy": correct_sum})

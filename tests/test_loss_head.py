@@ -1,4 +1,4 @@
-"""fused_loss_head: the loss, accuracy and gradients of the logits path, without the logits."""
+"""loss_head: the fused head's loss, accuracy and gradients are the logits path's, without the logits."""
 import dataclasses
 
 import jax
@@ -10,7 +10,7 @@ import pytest
 from consensus_jax import partitioning
 from consensus_jax.models import params as params_lib
 from consensus_jax.models.config import DecoderConfig
-from consensus_jax.objectives import fused_loss_head, sft
+from consensus_jax.objectives import loss_head, sft
 
 B, L, E, V = 4, 21, 16, 96  # L = 21: two full chunks of 8 and a padded one.
 
@@ -31,7 +31,7 @@ def _reference(hidden_BLE, unembed_EV, targets_BL, weights_BL, z_loss):
   logits_BLV = jnp.einsum("BLE,EV->BLV", hidden_BLE, unembed_EV)
   token_loss_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
   token_loss_BL += z_loss * jnp.square(jax.nn.logsumexp(logits_BLV, axis=-1))
-  hits_BL = fused_loss_head.target_is_top(logits_BLV, targets_BL)
+  hits_BL = loss_head.target_is_top(logits_BLV, targets_BL)
   return jnp.sum(token_loss_BL * weights_BL), jnp.sum(hits_BL * weights_BL)
 
 
@@ -46,7 +46,7 @@ def test_loss_hits_and_gradients_match_the_logits_path(z_loss):
     return jax.jit(jax.grad(scaled_loss, argnums=(0, 1), has_aux=True))(hidden_BLE, unembed_EV)
 
   (d_hidden, d_unembed), (loss, hits) = value_and_grads(
-      lambda *a: fused_loss_head.cross_entropy_sums(*a, 8))
+      lambda *a: loss_head.cross_entropy_sums(*a, 8))
   (ref_d_hidden, ref_d_unembed), (ref_loss, ref_hits) = value_and_grads(_reference)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   assert float(hits) == float(ref_hits) and 0 < float(hits) < float(jnp.sum(weights_BL))
@@ -58,7 +58,7 @@ def test_loss_hits_and_gradients_match_the_logits_path(z_loss):
 
 def test_without_a_gradient_it_computes_the_same_sums():
   hidden_BLE, unembed_EV, targets_BL, weights_BL = _inputs(1)
-  sums = jax.jit(lambda *a: fused_loss_head.cross_entropy_sums(*a, 0.0, 8))(
+  sums = jax.jit(lambda *a: loss_head.cross_entropy_sums(*a, 0.0, 8))(
       hidden_BLE, unembed_EV, targets_BL, weights_BL)
   reference = _reference(hidden_BLE, unembed_EV, targets_BL, weights_BL, 0.0)
   np.testing.assert_allclose(sums, reference, rtol=1e-5)
@@ -78,7 +78,7 @@ def test_the_logits_never_reach_memory():
     return jax.jit(grad).lower(*args).compile().memory_analysis().temp_size_in_bytes
 
   logits_bytes = batch * length * vocab * 4
-  fused = temp_bytes(lambda *a: fused_loss_head.cross_entropy_sums(*a, 0.0, 32))
+  fused = temp_bytes(lambda *a: loss_head.cross_entropy_sums(*a, 0.0, 32))
   unfused = temp_bytes(lambda *a: _reference(*a, 0.0))
   assert unfused >= logits_bytes
   chunk_bytes = batch * 32 * vocab * 4
