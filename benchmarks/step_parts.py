@@ -117,14 +117,12 @@ def loss_head_ours(inputs, loss_chunk: int = 0):
   SFTObjective run it (the projection's [B, L, vocab] logits by layers.dense, optax's
   cross-entropy, autodiff); N > 0, the fused head at N positions a chunk."""
   def loss(hidden_BLE, unembed_EV, targets_BL):
+    weights_BL = jnp.ones(targets_BL.shape, jnp.float32)
     if loss_chunk:
-      return loss_head.cross_entropy_sums(hidden_BLE, unembed_EV, targets_BL,
-                                                jnp.ones(targets_BL.shape, jnp.float32), 0.0,
-                                                loss_chunk)
+      return loss_head.cross_entropy_sums(hidden_BLE, unembed_EV, targets_BL, weights_BL, 0.0,
+                                          loss_chunk)
     logits_BLV = layers.dense(hidden_BLE, unembed_EV, preferred_element_type=jnp.float32)
-    token_loss_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
-    return (jnp.sum(token_loss_BL),
-            jnp.sum(loss_head.target_is_top(logits_BLV, targets_BL).astype(jnp.float32)))
+    return loss_head.logits_sums(logits_BLV, targets_BL, weights_BL, 0.0)
 
   step = _jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
   args = [jnp.asarray(inputs[name]) for name in ("hidden_BLE", "unembed_EV", "targets_BL")]

@@ -1,5 +1,5 @@
-"""The SFT loss head's parts: the accuracy count (`target_is_top`, both paths), and the fused
-head (`cross_entropy_sums`): next-token cross-entropy from the final hidden states, a chunk of
+"""The SFT loss head's parts: the accuracy count (`target_is_top`, both paths), the logits
+path's sums (`logits_sums`), and the fused head (`cross_entropy_sums`): next-token cross-entropy from the final hidden states, a chunk of
 positions at a time, with the gradient computed in the same pass, so the [B, L, V] logits never
 reach memory.
 
@@ -31,6 +31,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from consensus_jax import partitioning
 
@@ -48,6 +49,17 @@ def target_is_top(logits_BLV: jax.Array, targets_BL: jax.Array) -> jax.Array:
   """
   target_BL1 = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)
   return jnp.sum(logits_BLV >= target_BL1, axis=-1) == 1
+
+
+def logits_sums(logits_BLV: jax.Array, targets_BL: jax.Array, weights_BL: jax.Array,
+                z_loss: float) -> tuple[jax.Array, jax.Array]:
+  """The logits path: (weighted cross-entropy sum, weighted hit count) over materialised
+  logits, differentiated by autodiff. z_loss adds z_loss * logsumexp(logits)^2 a position."""
+  token_loss_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
+  if z_loss:
+    token_loss_BL += z_loss * jnp.square(jax.nn.logsumexp(logits_BLV, axis=-1))
+  correct_BL = target_is_top(logits_BLV, targets_BL).astype(jnp.float32)
+  return jnp.sum(token_loss_BL * weights_BL), jnp.sum(correct_BL * weights_BL)
 
 
 def _chunk_terms(hidden_BCE, unembed_EV, targets_BC, weights_BC, z_loss, with_grad):

@@ -10,7 +10,6 @@ from typing import Any
 import gin
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import Mesh
 
 from consensus_jax.data import feature_converters
@@ -64,11 +63,7 @@ class SFTObjective:
           outputs, output_kernel(self.config, params), targets_BL, weights_BL, self.z_loss,
           self.loss_chunk)
     else:
-      token_loss_BL = optax.softmax_cross_entropy_with_integer_labels(outputs, targets_BL)
-      if self.z_loss:
-        token_loss_BL += self.z_loss * jnp.square(jax.nn.logsumexp(outputs, axis=-1))
-      correct_BL = loss_head.target_is_top(outputs, targets_BL).astype(jnp.float32)
-      loss_sum, correct_sum = jnp.sum(token_loss_BL * weights_BL), jnp.sum(correct_BL * weights_BL)
+      loss_sum, correct_sum = loss_head.logits_sums(outputs, targets_BL, weights_BL, self.z_loss)
     return LossOutput(loss_sum=loss_sum, denominator=jnp.sum(weights_BL),
                       metric_sums={"accuracy": correct_sum})
 
