@@ -1,7 +1,7 @@
 """The SFT loss head's parts: the accuracy count (`target_is_top`, both paths), the logits
-path's sums (`logits_sums`), and the fused head (`cross_entropy_sums`): next-token cross-entropy from the final hidden states, a chunk of
-positions at a time, with the gradient computed in the same pass, so the [B, L, V] logits never
-reach memory.
+path's sums (`logits_sums`), and the fused head (`cross_entropy_sums`): next-token cross-entropy
+from the final hidden states, a chunk of positions at a time, with the gradient computed in the
+same pass, so the [B, L, V] logits never reach memory.
 
 The logits path writes the logits (at Llama-2-70B's 32,000 ids and 5 x 4096 tokens a chip:
 2.6 GB), reads them for the softmax, the loss and the accuracy, and keeps them and their
