@@ -1,4 +1,5 @@
-"""loss_head: the fused head's loss, accuracy and gradients are the logits path's, without the logits."""
+"""loss_head: the fused head's loss, accuracy and gradients are the logits path's, without
+the logits."""
 import dataclasses
 
 import jax
@@ -7,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from consensus_jax import gin_utils
 from consensus_jax import partitioning
 from consensus_jax.models import params as params_lib
 from consensus_jax.models.config import DecoderConfig
@@ -125,5 +127,6 @@ def test_sft_gradients_fused_and_unfused_agree_on_a_sharded_mesh(tie):
 
 
 def test_a_negative_loss_chunk_is_refused_naming_the_binding():
-  with pytest.raises(ValueError, match="SFTObjective.loss_chunk=-1"):
+  with pytest.raises(gin_utils.BindingError,
+                     match=r"SFTObjective.loss_chunk \(0: unfused\) must be >= 0, got -1"):
     sft.SFTObjective(CONFIG, loss_chunk=-1)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
+from consensus_jax import gin_utils
 from consensus_jax.data import feature_converters
 from consensus_jax.models import flops
 from consensus_jax.models import params as params_lib
@@ -34,8 +35,7 @@ class SFTObjective:
   loss_chunk: int = 0
 
   def __post_init__(self):
-    if self.loss_chunk < 0:
-      raise ValueError(f"SFTObjective.loss_chunk={self.loss_chunk} must be >= 0 (0: unfused)")
+    gin_utils.positive_int(self.loss_chunk, "SFTObjective.loss_chunk (0: unfused)", minimum=0)
 
   token_features = ("decoder_input_tokens",)
 
